@@ -1,0 +1,1061 @@
+# cython: language_level=3
+"""The buffer pump: one request at a time from a downstream connection to a pooled
+upstream connection and back, over plain or TLS transports alike.
+
+Both legs are BufferedProtocols written as cdef classes, so uvloop reads straight into
+our receive buffer (also under TLS, where its SSLProtocol decrypts into it). httptools
+(llhttp) tokenizes; its callbacks land on the def methods below, which do the header work
+in C (http.pyx) and write the forwarded bytes into per-direction Bufs. Each read ends
+with at most one transport.write() per direction, so a small request costs one read and
+one write on each leg.
+
+The receive buffer is shared by every connection of the process: uvloop calls
+get_buffer() and buffer_updated() back to back for one transport, and httptools copies
+what it hands to us before feed_data() returns, so no connection keeps pointers into it.
+
+Flow control couples the legs: the upstream transport's pause_writing() pauses reading
+the client, the client transport's pause_writing() pauses reading the upstream, and
+routing/connecting pauses reading the client until there is somewhere to put the body.
+"""
+
+import functools
+import ssl as _ssl
+
+from httptools import HttpRequestParser, HttpResponseParser
+from httptools.parser.errors import HttpParserError, HttpParserUpgrade, HttpParserCallbackError
+
+from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItem
+from cpython.ref cimport PyObject
+from libc.stdint cimport int64_t, uint64_t
+
+from fastmesh._core.http cimport Buf, RequestHead, ResponseHead
+from fastmesh._core.pool cimport Endpoint, Client, Route, fast_random
+from fastmesh._core.stats cimport (
+    StatBlock, now_us, record_latency, record_status, FASTMESH_STATS,
+    ST_REQUESTS, ST_SUCCESS, ST_FAILURES, ST_PENDING, ST_CONNECTIONS, ST_CONNECTS,
+    ST_CONNECT_FAILURES, ST_CLOSES, ST_RECV_BYTES, ST_SENT_BYTES, ST_POOL_HITS,
+    ST_POOL_MISSES, ST_TLS_HANDSHAKES, ST_TLS_FAILURES, ST_REQUEUES, ST_ERRORS)
+
+
+cdef enum:
+    RECV_BUFFER_SIZE = 262144
+    DIRECT_WRITE_MIN = 16384     # body pieces at least this big are written, not copied
+    MAX_ATTEMPTS = 3             # connection attempts per request (requeues, spec §9.3)
+
+
+cdef bytearray _recv_buffer = bytearray(RECV_BUFFER_SIZE)
+cdef object _recv_view = memoryview(_recv_buffer)
+
+cdef bytes _CRLF = b"\r\n"
+cdef bytes _LAST_CHUNK = b"0\r\n\r\n"
+cdef bytes _VIA_11 = b"1.1 linkerd"
+cdef bytes _VIA_10 = b"1.0 linkerd"
+cdef bytes _HEX = b"0123456789abcdef"
+
+
+cdef inline double _loop_time(object loop):
+    return loop.time()
+
+
+cdef class ServerCore:
+
+    def __init__(self, router, dict routes, StatBlock stats, loop):
+        self.router = router
+        self.routes = routes
+        self.stats = stats
+        self.loop = loop
+        self.clear_context = False
+        self.max_call_depth = 1000
+        self.max_header_bytes = 8 * 1024
+        self.max_target_bytes = 4 * 1024
+        self.key_kind = K_HOST
+        self.key_header_name = None
+        self.key_path_segments = 1
+        self.key_uri_in_dst = False
+        self.key_list = None
+        self.conns = set()
+        self.access_log = None
+        self.add_reqid = True
+
+    def __call__(self):
+        # uvloop's protocol factory: one ServerConn per accepted connection.
+        return ServerConn(self)
+
+
+cdef inline void _count(StatBlock blk, int slot, int64_t v) noexcept:
+    if FASTMESH_STATS and blk is not None:
+        blk.p[slot] += v
+
+
+cdef class ServerConn:
+
+    def __init__(self, ServerCore core):
+        self.core = core
+        self.req = RequestHead()
+        self.req.clear_context = core.clear_context
+        self.req.key_header_name = core.key_header_name
+        self.cur = None
+        self.spare = self.req
+        self.queued = None
+        self.up_out = Buf(2048)
+        self.out = Buf(2048)
+        self.state = S_IDLE
+
+    # ---- transport callbacks ------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self._write = transport.write
+        self.parser = HttpRequestParser(self)
+        self._feed = self.parser.feed_data
+        self.core.conns.add(self)
+        _count(self.core.stats, ST_CONNECTIONS, 1)
+        _count(self.core.stats, ST_CONNECTS, 1)
+
+    def connection_lost(self, exc):
+        if self.closed:
+            return
+        self.closed = True
+        self.core.conns.discard(self)
+        _count(self.core.stats, ST_CONNECTIONS, -1)
+        _count(self.core.stats, ST_CLOSES, 1)
+        if self.state == S_ACTIVE or self.state == S_WAIT_CONN or self.state == S_WAIT_ROUTE:
+            _count(self.core.stats, ST_PENDING, -1)
+            if self.endpoint is not None:
+                self.endpoint.outstanding -= 1
+            if self.up is not None:
+                # Mid-exchange: the upstream connection holds a half-done exchange and
+                # cannot be reused.
+                self.up.down = None
+                self.up.transport.close()
+                self.up = None
+        self.state = S_IDLE
+        # break the parser <-> protocol reference cycle
+        self.parser = None
+        self._feed = None
+        self._write = None
+
+    def get_buffer(self, Py_ssize_t sizehint):
+        return _recv_view
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        cdef object view
+        if self.closed or self.state == S_CLOSING:
+            return
+        _count(self.core.stats, ST_RECV_BYTES, nbytes)
+        if self.in_msg and self.head_bytes >= 0:
+            self.head_bytes += nbytes
+        view = _recv_view[:nbytes]
+        try:
+            self._feed(view)
+        except HttpParserUpgrade as up:
+            # The Upgrade header was dropped as hop-by-hop (linkerd 1 does not tunnel), so
+            # the request was proxied as a plain one; parse what followed it normally.
+            off = up.args[0]
+            if off < nbytes:
+                try:
+                    self._feed(view[off:])
+                except HttpParserError as exc:
+                    self._bad_request(exc)
+        except HttpParserCallbackError as exc:
+            # A bug of ours surfaced inside a callback: answer, log, close.
+            self.core.loop.call_exception_handler({
+                "message": "fastmesh: error while handling a request",
+                "exception": exc.__context__ or exc, "protocol": self})
+            if not self.resp_head_sent:
+                self._respond_error(self.core.router.internal_error_response(exc), True, 500)
+            else:
+                self._abort()
+            return
+        except HttpParserError as exc:
+            self._bad_request(exc)
+            return
+        if self.in_msg and self.head_bytes > self.core.max_header_bytes \
+                + self.core.max_target_bytes + 65536:
+            # A head far beyond the limits (one endless header line): stop reading it.
+            self._respond_error(self.core.router.bad_request_response(
+                self, 431, "request headers too large"), True, 431)
+            return
+        self._flush_up()
+        self._flush_out()
+
+    def eof_received(self):
+        # Half-close from the client: finish the exchange in flight, then close.
+        if self.state == S_IDLE and not self.in_msg:
+            return False
+        self.close_after = True
+        return True
+
+    def pause_writing(self):
+        # The client reads slower than the upstream answers: stop reading upstream.
+        self.write_paused = True
+        if self.up is not None:
+            self.up._set_reading(False)
+
+    def resume_writing(self):
+        self.write_paused = False
+        if self.up is not None:
+            self.up._set_reading(True)
+
+    # ---- httptools callbacks (request) ----------------------------------------------
+
+    def on_url(self, bytes url):
+        if not self.in_msg:
+            self._begin_msg()
+        if self.req.target.len + PyBytes_GET_SIZE(url) > self.core.max_target_bytes:
+            self.req.error_status = 414
+            return
+        self.req.target.add_bytes(url)
+
+    def on_header(self, bytes name, bytes value):
+        cdef RequestHead req = self.req
+        if req.header_bytes > self.core.max_header_bytes:
+            req.error_status = 431
+            return
+        req.add_header(name, value)
+        if req.header_bytes > self.core.max_header_bytes and req.error_status == 0:
+            req.error_status = 431
+
+    def on_headers_complete(self):
+        cdef RequestHead req = self.req
+        cdef object parser = self.parser
+        cdef str version = parser.get_http_version()
+        req.method = parser.get_method()
+        req.http_major = 1
+        req.http_minor = 0 if version == "1.0" else 1
+        if version != "1.0" and version != "1.1":
+            req.http_major = int(version[0])
+            req.http_minor = int(version[2])
+        req.keep_alive = parser.should_keep_alive()
+        req.finish()
+        self.head_bytes = -1
+        if not self.parsing_queued:
+            self._start_exchange()
+
+    def on_body(self, bytes body):
+        if self.parsing_queued:
+            if self.req.body is None:
+                self.req.body = [body]
+            else:
+                self.req.body.append(body)
+            return
+        self._req_body(body)
+
+    def on_message_complete(self):
+        self.in_msg = False
+        self.req.complete = True
+        if self.parsing_queued:
+            self.parsing_queued = False
+            return
+        self._req_complete()
+
+    # ---- exchange -------------------------------------------------------------------
+
+    cdef _begin_msg(self):
+        cdef RequestHead r
+        self.in_msg = True
+        self.head_bytes = 0
+        if self.state == S_IDLE and not self.queued:
+            r = self.spare
+            r.reset()
+            self.req = r
+            self.parsing_queued = False
+        else:
+            # Pipelined: parse ahead into a new head and stop reading until it is served.
+            r = RequestHead()
+            r.clear_context = self.core.clear_context
+            r.key_header_name = self.core.key_header_name
+            if self.queued is None:
+                self.queued = []
+            self.queued.append(r)
+            self.req = r
+            self.parsing_queued = True
+            self._pause(PAUSE_PIPELINE)
+
+    cdef _start_exchange(self):
+        cdef RequestHead req = self.req
+        cdef ServerCore core = self.core
+        cdef object route
+        cdef PyObject* hit
+        cdef bytes key
+        cdef Py_ssize_t hops
+        self.cur = req
+        self.t0 = now_us()
+        self.req_done = False
+        self.resp_done = False
+        self.resp_head_sent = False
+        self.resp_chunked_out = False
+        self.resp_no_body = False
+        self.resp_status = 0
+        self.route = None
+        self.client = None
+        self.endpoint = None
+        self.replay = None
+        self.first_flush = True
+        self.attempts = 0
+        self.state = S_WAIT_ROUTE
+        _count(core.stats, ST_REQUESTS, 1)
+        _count(core.stats, ST_PENDING, 1)
+        if req.error_status != 0:
+            self._respond_error(core.router.bad_request_response(
+                self, req.error_status, None), True, req.error_status)
+            return
+        if req.via is not None and core.max_call_depth > 0:
+            hops = req.via.count(b",") + 1
+            if hops > core.max_call_depth:
+                self._respond_error(core.router.max_call_depth_response(self, core.max_call_depth), False, 400)
+                return
+        key = self._route_key(req)
+        if req.has_override():
+            route = core.router.lookup_override(self, key)
+        else:
+            hit = PyDict_GetItem(core.routes, key)
+            if hit is not NULL:
+                route = <object>hit
+            else:
+                route = core.router.lookup(self, key)
+        if route is None:
+            # The name is still binding; route_ready() continues. Hold the body back.
+            self._pause(PAUSE_WAITING)
+            return
+        self._on_route(<Route>route)
+
+    cdef bytes _route_key(self, RequestHead req):
+        cdef ServerCore core = self.core
+        cdef int kind = core.key_kind
+        if kind == K_HOST:
+            return req.host
+        if kind == K_LIST:
+            parts = []
+            for spec in core.key_list:
+                parts.append(self._key_part(req, spec[0], spec[1], spec[2], spec[3]))
+            return b"\x00".join(parts)
+        return self._key_part(req, kind, core.key_header_name, core.key_path_segments,
+                              core.key_uri_in_dst)
+
+    def _key_part(self, RequestHead req, int kind, bytes header, int segments, bint uri):
+        cdef Py_ssize_t end
+        if kind == K_HOST:
+            return req.host
+        if kind == K_HEADER:
+            if header == b"host":
+                return req.host
+            return req.key_header if req.key_header is not None else b""
+        if kind == K_METHOD_HOST:
+            k = b"%d.%d %s %s" % (req.http_major, req.http_minor, req.method, req.host.lower())
+            if uri:
+                k += b" " + req.target_bytes.partition(b"?")[0]
+            return k
+        if kind == K_PATH:
+            end = req.path_prefix_end(segments)
+            if end < 0:
+                return b"\x01short"
+            return req.target_bytes[:end]
+        return b""
+
+    def route_ready(self, Route route):
+        """The router finished binding a name that was pending when the request came."""
+        if self.closed or self.state != S_WAIT_ROUTE:
+            return
+        self._on_route(route)
+        self._flush_up()
+        self._flush_out()
+
+    cdef _on_route(self, Route route):
+        cdef Client client
+        cdef Endpoint ep
+        cdef RequestHead req = self.cur
+        self.route = route
+        if route.err_status != 0:
+            self._respond_error(route.err_response, route.err_close, route.err_status)
+            return
+        client = route.pick()
+        self.client = client
+        ep = client.pick(_loop_time(self.core.loop)) if client is not None else None
+        if ep is None:
+            self._respond_error(self.core.router.no_hosts_response(self, route, client),
+                                False, 502)
+            return
+        self._write_request_head(req, route, client)
+        if req.body is not None:
+            # body pieces that arrived while the name was binding
+            pending = req.body
+            req.body = None
+            for piece in pending:
+                self._req_body(piece)
+        if req.complete and not self.req_done:
+            self._req_complete()
+        self._use_endpoint(ep)
+
+    cdef _write_request_head(self, RequestHead req, Route route, Client client):
+        cdef Buf o = self.up_out
+        cdef uint64_t rid
+        cdef int i
+        o.add_bytes(req.method)
+        o.add(b" ", 1)
+        if route.consume_segments > 0:
+            o.add_bytes(req.consumed_target(route.consume_segments))
+        elif req.target.len:
+            o.add(req.target.data, req.target.len)
+        else:
+            o.add(b"/", 1)
+        o.add(b" HTTP/1.1\r\nHost: ", 17)
+        o.add_bytes(req.host)
+        o.add(b"\r\n", 2)
+        o.add(req.headers.data, req.headers.len)
+        o.add_bytes(route.dst_service_hdr)
+        o.add_bytes(client.dst_client_hdr)
+        o.add_bytes(route.dst_residual_hdr)
+        if req.has_override():
+            o.add_bytes(route.ctx_dtab_hdr)
+        o.add(b"Via: ", 5)
+        if req.via is not None:
+            o.add_bytes(req.via)
+            o.add(b", ", 2)
+        if req.http_major == 1 and req.http_minor == 0:
+            o.add_bytes(_VIA_10)
+        else:
+            o.add_bytes(_VIA_11)
+        o.add(b"\r\n", 2)
+        if req.reqid is not None:
+            o.add(b"l5d-reqid: ", 11)
+            o.add_bytes(req.reqid)
+            o.add(b"\r\n", 2)
+        elif self.core.add_reqid:
+            # a fresh request id (linkerd: the trace id as 16 lowercase hex digits)
+            rid = fast_random()
+            o.add(b"l5d-reqid: ", 11)
+            o.reserve(18)
+            for i in range(16):
+                o.data[o.len + i] = _HEX[(rid >> (60 - 4 * i)) & 15]
+            o.len += 16
+            o.add(b"\r\n", 2)
+        if req.ctx_trace is not None:
+            o.add(b"l5d-ctx-trace: ", 15)
+            o.add_bytes(req.ctx_trace)
+            o.add(b"\r\n", 2)
+        if req.chunked:
+            o.add(b"Transfer-Encoding: chunked\r\n", 28)
+        elif req.has_length:
+            o.add(b"Content-Length: ", 16)
+            o.add_int(req.content_length)
+            o.add(b"\r\n", 2)
+        o.add(b"\r\n", 2)
+
+    cdef _use_endpoint(self, Endpoint ep):
+        cdef UpstreamConn up
+        self.endpoint = ep
+        ep.outstanding += 1
+        while ep.idle:
+            up = <UpstreamConn>ep.idle.pop()
+            if up.closed:
+                continue
+            _count(self.client.stats, ST_POOL_HITS, 1)
+            self._attach(up, True)
+            return
+        _count(self.client.stats, ST_POOL_MISSES, 1)
+        self._connect(ep)
+
+    cdef _attach(self, UpstreamConn up, bint reused):
+        self.up = up
+        self.state = S_ACTIVE
+        up._prepare(self, self.cur.method == b"HEAD")
+        up.reused = reused
+        if self.write_paused:
+            up._set_reading(False)
+        _count(self.client.stats, ST_REQUESTS, 1)
+        _count(self.client.stats, ST_PENDING, 1)
+        if self.route.service_stats is not None:
+            _count(self.route.service_stats, ST_REQUESTS, 1)
+            _count(self.route.service_stats, ST_PENDING, 1)
+        self._unpause(PAUSE_WAITING)
+        self._flush_up()
+
+    cdef _connect(self, Endpoint ep):
+        cdef Client client = self.client
+        self.state = S_WAIT_CONN
+        self.attempts += 1
+        self._pause(PAUSE_WAITING)
+        tls = client.tls
+        loop = self.core.loop
+        factory = functools.partial(UpstreamConn, ep)
+        if tls is not None:
+            coro = loop.create_connection(
+                factory, ep.host, ep.port, ssl=tls.context,
+                server_hostname=tls.server_hostname,
+                ssl_handshake_timeout=client.connect_timeout)
+        else:
+            coro = loop.create_connection(factory, ep.host, ep.port)
+        task = loop.create_task(coro)
+        timer = loop.call_later(client.connect_timeout, task.cancel)
+        task.add_done_callback(functools.partial(self._connected, ep, client, timer))
+
+    def _connected(self, Endpoint ep, Client client, timer, task):
+        cdef UpstreamConn up = None
+        timer.cancel()
+        exc = None
+        if task.cancelled():
+            exc = TimeoutError(f"connect timed out after {client.connect_timeout:g} s")
+        else:
+            exc = task.exception()
+        if exc is None:
+            transport, up = task.result()
+            if client.tls is not None:
+                try:
+                    client.tls.post_handshake_check(transport.get_extra_info("ssl_object"))
+                except Exception as e:
+                    exc = e
+                    transport.abort()
+                    up = None
+        if exc is not None:
+            _count(client.stats, ST_CONNECT_FAILURES, 1)
+            if client.tls is not None and isinstance(exc, (_ssl.SSLError, _ssl.CertificateError)):
+                _count(client.stats, ST_TLS_FAILURES, 1)
+            ep.consecutive_failures += 1
+            if ep.consecutive_failures >= 1:
+                # keep p2c away from an endpoint that just refused us, briefly
+                ep.down_until = self.core.loop.time() + min(5.0, 0.1 * ep.consecutive_failures)
+            if self.closed or self.state != S_WAIT_CONN or self.endpoint is not ep:
+                return
+            ep.outstanding -= 1
+            if self.attempts < MAX_ATTEMPTS and len(client.endpoints) > 1:
+                nxt = client.pick(self.core.loop.time())
+                if nxt is not None and nxt is not ep:
+                    _count(client.stats, ST_REQUEUES, 1)
+                    self.endpoint = nxt
+                    nxt.outstanding += 1
+                    self._connect_or_reuse(nxt)
+                    return
+            self._respond_error(self.core.router.connect_error_response(
+                self, self.route, client, ep, exc), False, 502)
+            return
+        ep.consecutive_failures = 0
+        ep.down_until = 0.0
+        _count(client.stats, ST_CONNECTS, 1)
+        _count(client.stats, ST_CONNECTIONS, 1)
+        if client.tls is not None:
+            _count(client.stats, ST_TLS_HANDSHAKES, 1)
+        if self.closed or self.state != S_WAIT_CONN or self.endpoint is not ep:
+            # Nobody waits for this connection any more: keep it for the next request.
+            up._release()
+            return
+        self._attach(up, False)
+
+    def _connect_or_reuse(self, Endpoint ep):
+        cdef UpstreamConn up
+        while ep.idle:
+            up = <UpstreamConn>ep.idle.pop()
+            if not up.closed:
+                self._attach(up, True)
+                return
+        self._connect(ep)
+
+    cdef _req_body(self, bytes body):
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
+        cdef Buf o = self.up_out
+        if self.state == S_WAIT_ROUTE:
+            if self.cur.body is None:
+                self.cur.body = [body]
+            else:
+                self.cur.body.append(body)
+            return
+        if self.state == S_CLOSING or self.state == S_IDLE:
+            return  # answered already; the connection closes after the answer
+        if n == 0:
+            return
+        if self.cur.chunked:
+            o.add_hex(n)
+            o.add(b"\r\n", 2)
+        if n >= DIRECT_WRITE_MIN and self.state == S_ACTIVE:
+            # Large piece: hand the bytes object itself to the transport, no copy.
+            self._flush_up()
+            if not self.up.closed:
+                self.up._write(body)
+        else:
+            o.add_bytes(body)
+        if self.cur.chunked:
+            o.add(b"\r\n", 2)
+
+    cdef _req_complete(self):
+        if self.state == S_WAIT_ROUTE or self.state == S_CLOSING or self.state == S_IDLE:
+            if self.state == S_IDLE and self.close_after:
+                return
+            if self.state != S_WAIT_ROUTE:
+                return
+            # wait for the route; _on_route replays completion
+            return
+        self.req_done = True
+        if self.cur.chunked:
+            self.up_out.add(b"0\r\n\r\n", 5)
+        if self.resp_done:
+            self._finish_exchange()
+
+    cdef _resp_head(self, UpstreamConn up, int status):
+        cdef Buf o = self.out
+        cdef ResponseHead resp = up.resp
+        cdef RequestHead req = self.cur
+        if 100 <= status < 200 and status != 101:
+            # interim response (100 Continue): pass it on, the real one follows
+            up.interim = True
+            o.add(b"HTTP/1.1 ", 9)
+            o.add_int(status)
+            o.add(b" ", 1)
+            o.add_bytes(resp.reason)
+            o.add(b"\r\n", 2)
+            o.add(resp.headers.data, resp.headers.len)
+            o.add(b"\r\n", 2)
+            resp.reset()
+            return
+        self.resp_status = status
+        self.resp_head_sent = True
+        resp.drop_connection_named()
+        o.add(b"HTTP/1.1 ", 9)
+        o.add_int(status)
+        o.add(b" ", 1)
+        o.add_bytes(resp.reason)
+        o.add(b"\r\n", 2)
+        o.add(resp.headers.data, resp.headers.len)
+        o.add(b"Via: ", 5)
+        if resp.via is not None:
+            o.add_bytes(resp.via)
+            o.add(b", ", 2)
+        o.add_bytes(_VIA_11)
+        if status >= 500:
+            o.add(b"\r\nl5d-success-class: 0.0\r\n", 26)
+        else:
+            o.add(b"\r\nl5d-success-class: 1.0\r\n", 26)
+        self.resp_no_body = req.method == b"HEAD" or status == 204 or status == 304
+        if self.resp_no_body:
+            if resp.has_length:
+                o.add(b"Content-Length: ", 16)
+                o.add_int(resp.content_length)
+                o.add(b"\r\n", 2)
+        elif resp.has_length:
+            o.add(b"Content-Length: ", 16)
+            o.add_int(resp.content_length)
+            o.add(b"\r\n", 2)
+        elif resp.chunked or (req.http_major == 1 and req.http_minor == 1):
+            # chunked upstream, or a close-delimited body re-framed for an HTTP/1.1 client
+            o.add(b"Transfer-Encoding: chunked\r\n", 28)
+            self.resp_chunked_out = True
+        else:
+            self.close_after = True
+        if self.close_after or not req.keep_alive or not resp.keep_alive and False:
+            o.add(b"Connection: close\r\n", 19)
+            self.close_after = True
+        elif req.http_minor == 0:
+            o.add(b"Connection: keep-alive\r\n", 24)
+        o.add(b"\r\n", 2)
+        if req.method == b"HEAD":
+            # llhttp cannot be told a HEAD response has no body; end it here and give
+            # the connection a fresh parser.
+            up.swap_parser = True
+            self._resp_complete(up)
+
+    cdef _resp_body(self, bytes body):
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
+        cdef Buf o = self.out
+        if n == 0 or self.resp_no_body:
+            return
+        if self.resp_chunked_out:
+            o.add_hex(n)
+            o.add(b"\r\n", 2)
+        if n >= DIRECT_WRITE_MIN:
+            self._flush_out()
+            if not self.closed:
+                self._write(body)
+                _count(self.core.stats, ST_SENT_BYTES, n)
+        else:
+            o.add_bytes(body)
+        if self.resp_chunked_out:
+            o.add(b"\r\n", 2)
+
+    cdef _resp_complete(self, UpstreamConn up):
+        cdef int64_t us
+        cdef int status = self.resp_status
+        cdef bint failed
+        if up.interim:
+            up.interim = False
+            return
+        if self.resp_done:
+            return
+        if self.resp_chunked_out:
+            self.out.add(b"0\r\n\r\n", 5)
+        self.resp_done = True
+        if FASTMESH_STATS:
+            us = now_us() - self.t0
+            failed = status >= 500
+            for blk in (self.core.stats, self.client.stats,
+                        self.route.service_stats):
+                if blk is not None:
+                    (<StatBlock>blk).p[ST_PENDING] -= 1
+                    (<StatBlock>blk).p[ST_FAILURES if failed else ST_SUCCESS] += 1
+                    record_status((<StatBlock>blk).p, status)
+                    record_latency((<StatBlock>blk).p, us)
+        if self.req_done:
+            self._finish_exchange()
+        else:
+            # Upstream answered before the whole request body arrived: the client
+            # connection cannot be resynchronised, close it after the answer.
+            self.close_after = True
+            self._finish_exchange()
+
+    cdef _finish_exchange(self):
+        cdef UpstreamConn up = self.up
+        cdef Endpoint ep = self.endpoint
+        if ep is not None:
+            ep.outstanding -= 1
+        self.up = None
+        self.state = S_IDLE
+        if up is not None:
+            up.down = None
+            if self.req_done and up.resp.keep_alive and not self.close_after or \
+                    (self.req_done and up.resp.keep_alive and self.close_after):
+                up._release()
+            else:
+                up.transport.close()
+        if self.core.access_log is not None:
+            self.core.router.log_access(self)
+        self.cur = None
+        self._unpause(PAUSE_UPSTREAM_FULL | PAUSE_WAITING)
+        if self.close_after:
+            self._flush_out()
+            if not self.closed:
+                self.transport.close()
+            self.state = S_CLOSING
+            return
+        if self.queued:
+            # Serve the next pipelined request after this read's writes are out.
+            self.core.loop.call_soon(self._next_queued)
+
+    def _next_queued(self):
+        cdef RequestHead r
+        if self.closed or self.state != S_IDLE or not self.queued:
+            return
+        r = <RequestHead>self.queued.pop(0)
+        if not self.queued:
+            self.queued = None
+        saved = self.req
+        saved_parsing = self.parsing_queued
+        self.req = r
+        self._start_exchange()
+        if saved is r:
+            # still being parsed: further body goes straight to the exchange
+            self.parsing_queued = False
+        else:
+            self.req = saved
+            self.parsing_queued = saved_parsing
+        if r.body is not None and self.state != S_WAIT_ROUTE:
+            pending = r.body
+            r.body = None
+            for piece in pending:
+                self._req_body(piece)
+        if r.complete and self.state != S_WAIT_ROUTE and not self.req_done \
+                and self.state != S_IDLE and self.state != S_CLOSING:
+            self._req_complete()
+        if not self.queued:
+            self._unpause(PAUSE_PIPELINE)
+        self._flush_up()
+        self._flush_out()
+
+    cdef _upstream_lost(self, UpstreamConn up, object exc):
+        # The upstream connection closed while serving our exchange.
+        if self.resp_done:
+            return
+        if not self.resp_head_sent and not up.resp_started:
+            if up.reused and self.replay is not None and self.attempts < MAX_ATTEMPTS:
+                # A pooled connection the server had closed: the request never reached
+                # it, so send the same bytes on a fresh connection.
+                _count(self.client.stats, ST_REQUEUES, 1)
+                self.up = None
+                self.up_out.clear()
+                self.up_out.add_bytes(self.replay)
+                self.first_flush = False
+                self._connect(self.endpoint)
+                return
+            self.up = None
+            self._respond_error(self.core.router.upstream_closed_response(
+                self, self.route, self.client, self.endpoint, exc), False, 502)
+            return
+        if up.resp_started and not self.resp_no_body and up.resp.has_length is False \
+                and up.resp.chunked is False and self.resp_head_sent:
+            # close-delimited body: end of stream is end of message (llhttp needs EOF
+            # for this, which httptools does not expose)
+            self._resp_complete(up)
+            self._flush_out()
+            return
+        # Response cut off mid-body: the client must see a broken response, not a
+        # silently truncated one.
+        self.up = None
+        self._abort()
+
+    cdef _respond_error(self, bytes response, bint close, int status):
+        cdef int64_t us
+        if self.closed:
+            return
+        self.out.add_bytes(response)
+        self.resp_done = True
+        if FASTMESH_STATS and self.core.stats is not None:
+            us = now_us() - self.t0
+            self.core.stats.p[ST_PENDING] -= 1
+            self.core.stats.p[ST_ERRORS] += 1
+            self.core.stats.p[ST_FAILURES if status >= 500 else ST_SUCCESS] += 1
+            record_status(self.core.stats.p, status)
+            record_latency(self.core.stats.p, us)
+        if self.endpoint is not None and self.state == S_WAIT_CONN:
+            pass  # outstanding already released by the connect path
+        self.endpoint = None
+        self.up = None
+        self.up_out.clear()
+        if close or not self.cur.keep_alive or not self.cur.complete:
+            self.close_after = True
+        self.state = S_IDLE
+        if self.core.access_log is not None:
+            self.resp_status = status
+            self.core.router.log_access(self)
+        self._unpause(PAUSE_WAITING | PAUSE_UPSTREAM_FULL)
+        self._flush_out()
+        if self.close_after:
+            self.state = S_CLOSING
+            self.transport.close()
+        elif self.queued:
+            self.core.loop.call_soon(self._next_queued)
+
+    def _bad_request(self, exc):
+        if self.state == S_IDLE or self.state == S_WAIT_ROUTE:
+            if self.cur is None:
+                self.cur = self.req
+                self.t0 = now_us()
+                _count(self.core.stats, ST_REQUESTS, 1)
+                _count(self.core.stats, ST_PENDING, 1)
+            self._respond_error(self.core.router.bad_request_response(
+                self, 400, str(exc)), True, 400)
+        else:
+            self._abort()
+
+    cdef _flush_up(self):
+        cdef bytes data
+        if self.up_out.len == 0 or self.up is None or self.state != S_ACTIVE:
+            return
+        data = self.up_out.take()
+        if self.first_flush:
+            self.first_flush = False
+            # Keep the bytes of a request that fit in one write, to replay it on a fresh
+            # connection if a pooled one turns out to be closed (see _upstream_lost).
+            self.replay = data if self.req_done else None
+        else:
+            self.replay = None
+        if not self.up.closed:
+            self.up._write(data)
+
+    cdef _flush_out(self):
+        cdef bytes data
+        if self.out.len == 0 or self.closed:
+            return
+        data = self.out.take()
+        _count(self.core.stats, ST_SENT_BYTES, PyBytes_GET_SIZE(data))
+        self._write(data)
+
+    cdef _pause(self, int reason):
+        self.pause_mask |= reason
+        if not self.read_paused and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    cdef _unpause(self, int reason):
+        self.pause_mask &= ~reason
+        if self.pause_mask == 0 and self.read_paused and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    cdef _abort(self):
+        if not self.closed:
+            self.state = S_CLOSING
+            self.transport.abort()
+
+    # ---- lifecycle (graceful shutdown) ------------------------------------------------
+
+    def is_busy(self):
+        """A request is in flight or half-parsed on this connection."""
+        return self.state != S_IDLE or self.in_msg or bool(self.queued)
+
+    def close_when_idle(self):
+        if self.closed:
+            return
+        if self.is_busy():
+            self.close_after = True
+        else:
+            self.transport.close()
+
+    # ---- for the router / access log (miss path only) -------------------------------
+
+    def request_info(self):
+        """(method, target, version, headers) of the request being routed."""
+        cdef RequestHead r = self.cur
+        return (r.method.decode("latin-1"),
+                r.target_bytes.decode("latin-1"),
+                f"{r.http_major}.{r.http_minor}",
+                r.header_list())
+
+    def override_values(self):
+        cdef RequestHead r = self.cur
+        return (r.ctx_dtab_values or [], r.dtab_values or [])
+
+    def peer(self):
+        return self.transport.get_extra_info("peername") if self.transport is not None else None
+
+    def exchange_summary(self):
+        cdef RequestHead r = self.cur
+        return {
+            "method": r.method.decode("latin-1") if r is not None and r.method else None,
+            "uri": r.target_bytes.decode("latin-1") if r is not None else None,
+            "host": r.host.decode("latin-1") if r is not None else None,
+            "status": self.resp_status,
+            "duration_us": now_us() - self.t0,
+            "service": self.route.service_show if self.route is not None else None,
+            "client": self.client.id_show if self.client is not None else None,
+            "endpoint": self.endpoint.addr_text.decode() if self.endpoint is not None else None,
+        }
+
+
+cdef class UpstreamConn:
+
+    def __init__(self, Endpoint endpoint):
+        self.endpoint = endpoint
+        self.resp = ResponseHead()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self._write = transport.write
+        self.parser = HttpResponseParser(self)
+        self._feed = self.parser.feed_data
+
+    def connection_lost(self, exc):
+        cdef ServerConn down = self.down
+        cdef Client client = self.endpoint.client
+        if self.closed:
+            return
+        self.closed = True
+        if client is not None:
+            _count(client.stats, ST_CONNECTIONS, -1)
+            _count(client.stats, ST_CLOSES, 1)
+        if down is None:
+            # idle in the pool: forget it
+            try:
+                self.endpoint.idle.remove(self)
+            except ValueError:
+                pass
+        else:
+            self.down = None
+            down._upstream_lost(self, exc)
+            down._flush_out()
+        self.parser = None
+        self._feed = None
+
+    def get_buffer(self, Py_ssize_t sizehint):
+        return _recv_view
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        cdef ServerConn down = self.down
+        if down is None:
+            # Bytes from an idle connection: the server is confused or closing. Drop it.
+            self.transport.close()
+            return
+        self.resp_started = True
+        try:
+            self._feed(_recv_view[:nbytes])
+        except HttpParserError as exc:
+            if self.down is not None:
+                self.down = None
+                self.closed = True
+                self.transport.close()
+                if not down.resp_head_sent:
+                    down.up = None
+                    down._respond_error(down.core.router.upstream_protocol_response(
+                        down, down.route, down.client, self.endpoint, exc), False, 502)
+                else:
+                    down._abort()
+            return
+        finally:
+            if self.swap_parser and not self.closed:
+                self.swap_parser = False
+                self.parser = HttpResponseParser(self)
+                self._feed = self.parser.feed_data
+        down._flush_out()
+
+    def eof_received(self):
+        return False
+
+    def pause_writing(self):
+        if self.down is not None:
+            self.down._pause(PAUSE_UPSTREAM_FULL)
+
+    def resume_writing(self):
+        if self.down is not None:
+            self.down._unpause(PAUSE_UPSTREAM_FULL)
+
+    # ---- httptools callbacks (response) ---------------------------------------------
+
+    def on_status(self, bytes reason):
+        self.resp.reason = reason if not self.resp.reason else self.resp.reason + reason
+
+    def on_header(self, bytes name, bytes value):
+        self.resp.add_header(name, value)
+
+    def on_headers_complete(self):
+        cdef ServerConn down = self.down
+        self.resp.keep_alive = self.parser.should_keep_alive()
+        if down is not None:
+            down._resp_head(self, self.parser.get_status_code())
+
+    def on_body(self, bytes body):
+        if self.down is not None:
+            self.down._resp_body(body)
+
+    def on_message_complete(self):
+        cdef ServerConn down = self.down
+        if down is not None:
+            down._resp_complete(self)
+        if not self.interim:
+            self.resp.reset()
+
+    # ---- pool -----------------------------------------------------------------------
+
+    cdef _prepare(self, ServerConn down, bint head_request):
+        self.down = down
+        self.head_request = head_request
+        self.resp_started = False
+        self.interim = False
+        self.resp.reset()
+        self._set_reading(True)
+
+    cdef _release(self):
+        # Back to the endpoint's idle list (LIFO keeps the warmest connection on top),
+        # reading, so a close by the server is noticed while it waits.
+        cdef Endpoint ep = self.endpoint
+        self.down = None
+        if self.closed:
+            return
+        if ep.removed or len(ep.idle) >= (ep.client.max_idle if ep.client is not None else 64):
+            self.transport.close()
+            return
+        self._set_reading(True)
+        ep.idle.append(self)
+
+    cdef _set_reading(self, bint on):
+        if self.closed or self.transport is None:
+            return
+        if on and self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        elif not on and not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def close(self):
+        if not self.closed and self.transport is not None:
+            self.transport.close()
+
+    def __repr__(self):
+        return f"<UpstreamConn {self.endpoint!r} closed={self.closed}>"

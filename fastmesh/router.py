@@ -107,11 +107,13 @@ class Router:
         self._waiting: dict[tuple[str, str], _Waiter] = {}
         self._refresh_scheduled = False
         self.access_log: Callable[[dict], None] | None = None
+        self.stats = arena.alloc(_stat_key(kind="router", rt=label))
 
     # ---- called by the Cython core ---------------------------------------------------
 
     def lookup(self, conn, key: bytes):
         """Route-cache miss: identify, bind, cache. Returns a Route or None (pending)."""
+        self.stats.add_named("route_misses")
         ident = self._identify(conn)
         if not isinstance(ident, Identified):
             return ident  # an error Route (400), not cached: its text names the request
@@ -127,6 +129,7 @@ class Router:
 
     def lookup_override(self, conn, key: bytes):
         """A request with l5d-ctx-dtab / l5d-dtab: bind with base ++ local, uncached."""
+        self.stats.add_named("route_overrides")
         ctx_values, dtab_values = conn.override_values()
         local = Dtab.empty
         try:
@@ -308,6 +311,7 @@ class Router:
             if route is PENDING:
                 continue
             self.routes[key] = route
+            self.stats.add_named("route_refreshes")
         for wkey, waiter in list(self._waiting.items()):
             route = self._bind(waiter.service, waiter.local, waiter.consume)
             if route is PENDING:

@@ -2,7 +2,7 @@
 # is written into, header classification, and the per-message head accumulators that
 # httptools' callbacks feed (see http.pyx for the contracts).
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 
 cdef enum:  # HeaderKind
@@ -31,10 +31,19 @@ cdef enum:  # HeaderKind
 
 
 cdef enum:  # limits
-    MAX_HEADER_SPANS = 256    # beyond this many header lines a request is refused (431)
+    MAX_HEADERS = 256         # beyond this many header lines a request is refused (431)
 
 
 cdef int classify_header(const char* name, Py_ssize_t n) noexcept
+
+
+cdef struct TraceCtx:
+    uint64_t span_id
+    uint64_t parent_id
+    uint64_t trace_id
+    uint64_t flags
+    uint64_t trace_id_high
+    bint has_high
 
 
 cdef class Buf:
@@ -52,6 +61,10 @@ cdef class Buf:
     cdef int add_hex(self, Py_ssize_t v) except -1
     cdef bytes take(self)
     cdef void clear(self) noexcept
+
+
+cdef int decode_trace(bytes value, TraceCtx* out) noexcept
+cdef int write_trace(Buf out, TraceCtx* t) except -1
 
 
 cdef class RequestHead:
@@ -83,10 +96,6 @@ cdef class RequestHead:
     cdef int error_status     # 0, or 414/431 when a limit was crossed while parsing
     cdef bint complete        # on_message_complete seen
     cdef list body            # body pieces kept while no upstream is attached, or None
-    # offsets of each kept header line in `headers` (start, name length) so that the
-    # rare Connection-named headers can be removed after the whole head is known
-    cdef int[MAX_HEADER_SPANS] span_start
-    cdef int[MAX_HEADER_SPANS] span_name_len
 
     cdef void reset(self) noexcept
     cdef int add_header(self, bytes name, bytes value) except -1
@@ -108,8 +117,6 @@ cdef class ResponseHead:
     cdef int64_t content_length
     cdef bint keep_alive
     cdef list conn_tokens
-    cdef int[MAX_HEADER_SPANS] span_start
-    cdef int[MAX_HEADER_SPANS] span_name_len
     cdef int nheaders
 
     cdef void reset(self) noexcept

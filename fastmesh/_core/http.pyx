@@ -11,7 +11,7 @@ request targets the way linkerd's ProxyRewriteFilter does (§4.1).
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.string cimport memcpy, memmove
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 
 cdef inline bint _ieq(const char* a, const char* lower, Py_ssize_t n) noexcept:
@@ -161,6 +161,120 @@ cdef class Buf:
         self.add_bytes(b)
 
 
+# ---- l5d-ctx-trace (finagle's wire format: spanId, parentId, traceId, flags as big-endian
+# int64s, optionally a 64-bit traceIdHigh; base64 with padding; spec §6.1) ---------------
+
+cdef const char* _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+cdef inline int _b64val(char c) noexcept:
+    if c'A' <= c <= c'Z':
+        return c - c'A'
+    if c'a' <= c <= c'z':
+        return c - c'a' + 26
+    if c'0' <= c <= c'9':
+        return c - c'0' + 52
+    if c == c'+' or c == c'-':
+        return 62
+    if c == c'/' or c == c'_':
+        return 63
+    return -1
+
+
+cdef int decode_trace(bytes value, TraceCtx* out) noexcept:
+    """Parse an l5d-ctx-trace value; 1 on success, 0 if it is not a valid trace."""
+    cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(value)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
+    cdef unsigned char raw[48]
+    cdef int nraw = 0, acc_bits = 0, v, i, j
+    cdef unsigned int acc = 0
+    cdef uint64_t word
+    while n > 0 and (s[n - 1] == c'=' or s[n - 1] == c' '):
+        n -= 1
+    for i in range(n):
+        v = _b64val(<char>s[i])
+        if v < 0:
+            return 0
+        acc = (acc << 6) | <unsigned int>v
+        acc_bits += 6
+        if acc_bits >= 8:
+            acc_bits -= 8
+            if nraw >= 48:
+                return 0
+            raw[nraw] = <unsigned char>((acc >> acc_bits) & 0xFF)
+            nraw += 1
+    if nraw != 32 and nraw != 40:
+        return 0
+    for j in range(nraw // 8):
+        word = 0
+        for i in range(8):
+            word = (word << 8) | raw[j * 8 + i]
+        if j == 0:
+            out.span_id = word
+        elif j == 1:
+            out.parent_id = word
+        elif j == 2:
+            out.trace_id = word
+        elif j == 3:
+            out.flags = word
+        else:
+            out.trace_id_high = word
+    out.has_high = nraw == 40
+    return 1
+
+
+cdef int write_trace(Buf out, TraceCtx* t) except -1:
+    """Append the base64 l5d-ctx-trace value of `t`."""
+    cdef unsigned char raw[40]
+    cdef uint64_t words[5]
+    cdef int nwords = 5 if t.has_high else 4
+    cdef int nraw = nwords * 8, i, j
+    cdef unsigned int triple
+    words[0] = t.span_id
+    words[1] = t.parent_id
+    words[2] = t.trace_id
+    words[3] = t.flags
+    words[4] = t.trace_id_high
+    for j in range(nwords):
+        for i in range(8):
+            raw[j * 8 + i] = <unsigned char>((words[j] >> (56 - 8 * i)) & 0xFF)
+    out.reserve(60)
+    i = 0
+    while i + 2 < nraw:
+        triple = (raw[i] << 16) | (raw[i + 1] << 8) | raw[i + 2]
+        out.data[out.len] = _B64[(triple >> 18) & 63]
+        out.data[out.len + 1] = _B64[(triple >> 12) & 63]
+        out.data[out.len + 2] = _B64[(triple >> 6) & 63]
+        out.data[out.len + 3] = _B64[triple & 63]
+        out.len += 4
+        i += 3
+    if nraw - i == 2:
+        triple = (raw[i] << 16) | (raw[i + 1] << 8)
+        out.data[out.len] = _B64[(triple >> 18) & 63]
+        out.data[out.len + 1] = _B64[(triple >> 12) & 63]
+        out.data[out.len + 2] = _B64[(triple >> 6) & 63]
+        out.data[out.len + 3] = c'='
+        out.len += 4
+    elif nraw - i == 1:
+        triple = raw[i] << 16
+        out.data[out.len] = _B64[(triple >> 18) & 63]
+        out.data[out.len + 1] = _B64[(triple >> 12) & 63]
+        out.data[out.len + 2] = c'='
+        out.data[out.len + 3] = c'='
+        out.len += 4
+    return 0
+
+
+def trace_roundtrip(bytes value):
+    """Decode and re-encode an l5d-ctx-trace value (tests): (span, parent, trace, flags, out)."""
+    cdef TraceCtx t
+    cdef Buf b = Buf(64)
+    if not decode_trace(value, &t):
+        return None
+    write_trace(b, &t)
+    return (t.span_id, t.parent_id, t.trace_id, t.flags, b.getvalue())
+
+
 cdef inline bint _is_scheme_char(char c) noexcept:
     return (c'a' <= c <= c'z') or (c'A' <= c <= c'Z') or (c'0' <= c <= c'9') \
         or c == c'+' or c == c'-' or c == c'.'
@@ -191,34 +305,35 @@ cdef list _connection_tokens(bytes value):
     return out
 
 
-cdef int _drop_named(Buf headers, int* span_start, int* span_name_len, int* nheaders,
-                     list names) except -1:
-    # Rare path: rebuild the kept header lines without those named in Connection.
+cdef int _drop_named(Buf headers, list names) except -1:
+    # Rare path: rebuild the kept header lines without those named in Connection. The
+    # buffer holds only lines we wrote ("Name: value\r\n", no CR/LF inside a value since
+    # llhttp refuses them), so scanning it is exact.
     cdef Buf rebuilt = Buf(headers.len + 1)
-    cdef int i, start, end, nlen, kept = 0
-    cdef bytes lname
-    for i in range(nheaders[0]):
-        start = span_start[i]
-        end = span_start[i + 1] if i + 1 < nheaders[0] else <int>headers.len
-        nlen = span_name_len[i]
-        lname = _lower(headers.data + start, nlen)
-        if lname in names:
-            continue
-        span_start[kept] = <int>rebuilt.len
-        span_name_len[kept] = nlen
-        kept += 1
-        rebuilt.add(headers.data + start, end - start)
+    cdef Py_ssize_t start = 0, colon, end
+    cdef char* d = headers.data
+    while start < headers.len:
+        colon = start
+        while colon < headers.len and d[colon] != c':':
+            colon += 1
+        end = colon
+        while end + 1 < headers.len and not (d[end] == c'\r' and d[end + 1] == c'\n'):
+            end += 1
+        end += 2
+        if _lower(d + start, colon - start) not in names:
+            rebuilt.add(d + start, end - start)
+        start = end
     headers.len = 0
     headers.add(rebuilt.data, rebuilt.len)
-    nheaders[0] = kept
     return 0
 
 
 cdef class RequestHead:
 
     def __cinit__(self):
-        self.target = Buf(256)
-        self.headers = Buf(1024)
+        # Small to start (1,000 idle keep-alive connections must stay cheap); Buf doubles.
+        self.target = Buf(64)
+        self.headers = Buf(512)
         self.reset()
 
     cdef void reset(self) noexcept:
@@ -257,11 +372,9 @@ cdef class RequestHead:
             self.key_header = value
         if kind == H_OTHER or ((kind == H_L5D_OTHER or kind == H_L5D_SUCCESS_CLASS)
                                and not self.clear_context):
-            if self.nheaders >= MAX_HEADER_SPANS:
+            if self.nheaders >= MAX_HEADERS:
                 self.error_status = 431
                 return 0
-            self.span_start[self.nheaders] = <int>self.headers.len
-            self.span_name_len[self.nheaders] = <int>nlen
             self.nheaders += 1
             self.headers.add(n, nlen)
             self.headers.add(b": ", 2)
@@ -314,7 +427,6 @@ cdef class RequestHead:
         cdef char* t = self.target.data
         cdef Py_ssize_t n = self.target.len
         cdef Py_ssize_t i = 0, auth_start, auth_end
-        cdef int nh
         if n > 0 and t[0] != c'/':
             # absolute-form ("http://world/path"): Host := authority, target := the rest
             while i < n and _is_scheme_char(t[i]):
@@ -338,10 +450,7 @@ cdef class RequestHead:
                     memmove(t, t + auth_end, n - auth_end)
                     self.target.len = n - auth_end
         if self.conn_tokens is not None:
-            nh = self.nheaders
-            _drop_named(self.headers, self.span_start, self.span_name_len, &nh,
-                        self.conn_tokens)
-            self.nheaders = nh
+            _drop_named(self.headers, self.conn_tokens)
         return 0
 
     cdef bint has_override(self) noexcept:
@@ -409,7 +518,7 @@ cdef class RequestHead:
 cdef class ResponseHead:
 
     def __cinit__(self):
-        self.headers = Buf(1024)
+        self.headers = Buf(512)
         self.reset()
 
     cdef void reset(self) noexcept:
@@ -432,10 +541,7 @@ cdef class ResponseHead:
                 or kind == H_L5D_CTX_TRACE or kind == H_L5D_DTAB or kind == H_L5D_CTX_DTAB \
                 or kind == H_L5D_DST_SERVICE or kind == H_L5D_DST_CLIENT \
                 or kind == H_L5D_DST_RESIDUAL or kind == H_L5D_SAMPLE or kind == H_HOST:
-            if self.nheaders < MAX_HEADER_SPANS:
-                self.span_start[self.nheaders] = <int>self.headers.len
-                self.span_name_len[self.nheaders] = <int>nlen
-                self.nheaders += 1
+            self.nheaders += 1
             self.headers.add(n, nlen)
             self.headers.add(b": ", 2)
             self.headers.add_bytes(value)
@@ -458,9 +564,6 @@ cdef class ResponseHead:
         return 0
 
     cdef int drop_connection_named(self) except -1:
-        cdef int nh = self.nheaders
         if self.conn_tokens is not None:
-            _drop_named(self.headers, self.span_start, self.span_name_len, &nh,
-                        self.conn_tokens)
-            self.nheaders = nh
+            _drop_named(self.headers, self.conn_tokens)
         return 0

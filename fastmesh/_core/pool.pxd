@@ -2,7 +2,7 @@
 # routes the route cache hands to the request path. Python code (router.py) builds and
 # updates these objects; the request path only reads them and moves connections.
 
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint64_t, int64_t
 from fastmesh._core.stats cimport StatBlock
 
 
@@ -16,7 +16,7 @@ cdef class Endpoint:
     cdef public list idle               # idle upstream connections, LIFO (append/pop)
     cdef public int outstanding         # requests in flight here (p2c load)
     cdef public int consecutive_failures
-    cdef public double down_until       # loop time before which p2c avoids this endpoint
+    cdef public int64_t down_until      # monotonic µs (stats.now_us) before which p2c avoids it
     cdef public Client client
     cdef public bint removed            # dropped by discovery: drain, never pool again
 
@@ -31,7 +31,7 @@ cdef class Client:
     cdef public double connect_timeout
     cdef public int max_idle            # idle connections kept per endpoint
 
-    cdef Endpoint pick(self, double now)
+    cdef Endpoint pick(self, int64_t now)
 
 
 cdef class Route:

@@ -12,7 +12,7 @@ on either.
 import os
 
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint64_t, int64_t
 from fastmesh._core.stats cimport StatBlock
 
 
@@ -50,7 +50,7 @@ cdef class Endpoint:
         self.idle = []
         self.outstanding = 0
         self.consecutive_failures = 0
-        self.down_until = 0.0
+        self.down_until = 0
         self.client = client
         self.removed = False
 
@@ -71,7 +71,7 @@ cdef class Client:
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
 
-    cdef Endpoint pick(self, double now):
+    cdef Endpoint pick(self, int64_t now):
         cdef list eps = self.endpoints
         cdef Py_ssize_t n = len(eps)
         cdef Py_ssize_t i, j
@@ -91,7 +91,7 @@ cdef class Client:
             return b if a.down_until > now else a
         return a if a.outstanding <= b.outstanding else b
 
-    def pick_endpoint(self, double now=0.0):
+    def pick_endpoint(self, int64_t now=0):
         return self.pick(now)
 
     def set_endpoints(self, list endpoints):

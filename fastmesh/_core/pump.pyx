@@ -29,7 +29,7 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t, uint64_t
 
-from fastmesh._core.http cimport Buf, RequestHead, ResponseHead
+from fastmesh._core.http cimport Buf, RequestHead, ResponseHead, TraceCtx, decode_trace, write_trace
 from fastmesh._core.pool cimport Endpoint, Client, Route, fast_random
 from fastmesh._core.stats cimport (
     StatBlock, now_us, record_latency, record_status, FASTMESH_STATS,
@@ -52,10 +52,6 @@ cdef bytes _LAST_CHUNK = b"0\r\n\r\n"
 cdef bytes _VIA_11 = b"1.1 linkerd"
 cdef bytes _VIA_10 = b"1.0 linkerd"
 cdef bytes _HEX = b"0123456789abcdef"
-
-
-cdef inline double _loop_time(object loop):
-    return loop.time()
 
 
 cdef class ServerCore:
@@ -88,6 +84,17 @@ cdef inline void _count(StatBlock blk, int slot, int64_t v) noexcept:
         blk.p[slot] += v
 
 
+cdef inline void _count_done(StatBlock blk, int status, int64_t us) noexcept:
+    # One finished request in one scope: pending, success/failure (5xx fails, the
+    # default response classifier of spec §9.4), status class and code, latency.
+    if blk is None:
+        return
+    blk.p[ST_PENDING] -= 1
+    blk.p[ST_FAILURES if status >= 500 else ST_SUCCESS] += 1
+    record_status(blk.p, status)
+    record_latency(blk.p, us)
+
+
 cdef class ServerConn:
 
     def __init__(self, ServerCore core):
@@ -98,8 +105,8 @@ cdef class ServerConn:
         self.cur = None
         self.spare = self.req
         self.queued = None
-        self.up_out = Buf(2048)
-        self.out = Buf(2048)
+        self.up_out = Buf(512)
+        self.out = Buf(512)
         self.state = S_IDLE
 
     # ---- transport callbacks ------------------------------------------------------
@@ -372,7 +379,7 @@ cdef class ServerConn:
             return
         client = route.pick()
         self.client = client
-        ep = client.pick(_loop_time(self.core.loop)) if client is not None else None
+        ep = client.pick(now_us()) if client is not None else None
         if ep is None:
             self._respond_error(self.core.router.no_hosts_response(self, route, client),
                                 False, 502)
@@ -392,6 +399,7 @@ cdef class ServerConn:
         cdef Buf o = self.up_out
         cdef uint64_t rid
         cdef int i
+        cdef TraceCtx trace
         o.add_bytes(req.method)
         o.add(b" ", 1)
         if route.consume_segments > 0:
@@ -418,23 +426,30 @@ cdef class ServerConn:
         else:
             o.add_bytes(_VIA_11)
         o.add(b"\r\n", 2)
+        # Trace context (linkerd's default propagator): continue the caller's trace with a
+        # new child span, or start one. l5d-reqid is the trace id, constant along a chain,
+        # unless the request already carries one. W3C traceparent passes through as is.
+        if req.ctx_trace is None or not decode_trace(req.ctx_trace, &trace):
+            trace.trace_id = fast_random()
+            trace.span_id = trace.trace_id
+            trace.flags = 0
+            trace.has_high = False
+            trace.trace_id_high = 0
+        trace.parent_id = trace.span_id
+        trace.span_id = fast_random()
+        o.add(b"l5d-ctx-trace: ", 15)
+        write_trace(o, &trace)
+        o.add(b"\r\n", 2)
+        o.add(b"l5d-reqid: ", 11)
         if req.reqid is not None:
-            o.add(b"l5d-reqid: ", 11)
             o.add_bytes(req.reqid)
-            o.add(b"\r\n", 2)
-        elif self.core.add_reqid:
-            # a fresh request id (linkerd: the trace id as 16 lowercase hex digits)
-            rid = fast_random()
-            o.add(b"l5d-reqid: ", 11)
+        else:
+            rid = trace.trace_id
             o.reserve(18)
             for i in range(16):
                 o.data[o.len + i] = _HEX[(rid >> (60 - 4 * i)) & 15]
             o.len += 16
-            o.add(b"\r\n", 2)
-        if req.ctx_trace is not None:
-            o.add(b"l5d-ctx-trace: ", 15)
-            o.add_bytes(req.ctx_trace)
-            o.add(b"\r\n", 2)
+        o.add(b"\r\n", 2)
         if req.chunked:
             o.add(b"Transfer-Encoding: chunked\r\n", 28)
         elif req.has_length:
@@ -513,14 +528,13 @@ cdef class ServerConn:
             if client.tls is not None and isinstance(exc, (_ssl.SSLError, _ssl.CertificateError)):
                 _count(client.stats, ST_TLS_FAILURES, 1)
             ep.consecutive_failures += 1
-            if ep.consecutive_failures >= 1:
-                # keep p2c away from an endpoint that just refused us, briefly
-                ep.down_until = self.core.loop.time() + min(5.0, 0.1 * ep.consecutive_failures)
+            # keep p2c away from an endpoint that just refused us, briefly (µs, monotonic)
+            ep.down_until = now_us() + <int64_t>(min(5.0, 0.1 * ep.consecutive_failures) * 1e6)
             if self.closed or self.state != S_WAIT_CONN or self.endpoint is not ep:
                 return
             ep.outstanding -= 1
             if self.attempts < MAX_ATTEMPTS and len(client.endpoints) > 1:
-                nxt = client.pick(self.core.loop.time())
+                nxt = client.pick(now_us())
                 if nxt is not None and nxt is not ep:
                     _count(client.stats, ST_REQUEUES, 1)
                     self.endpoint = nxt
@@ -531,7 +545,7 @@ cdef class ServerConn:
                 self, self.route, client, ep, exc), False, 502)
             return
         ep.consecutive_failures = 0
-        ep.down_until = 0.0
+        ep.down_until = 0
         _count(client.stats, ST_CONNECTS, 1)
         _count(client.stats, ST_CONNECTIONS, 1)
         if client.tls is not None:
@@ -685,14 +699,9 @@ cdef class ServerConn:
         self.resp_done = True
         if FASTMESH_STATS:
             us = now_us() - self.t0
-            failed = status >= 500
-            for blk in (self.core.stats, self.client.stats,
-                        self.route.service_stats):
-                if blk is not None:
-                    (<StatBlock>blk).p[ST_PENDING] -= 1
-                    (<StatBlock>blk).p[ST_FAILURES if failed else ST_SUCCESS] += 1
-                    record_status((<StatBlock>blk).p, status)
-                    record_latency((<StatBlock>blk).p, us)
+            _count_done(self.core.stats, status, us)
+            _count_done(self.client.stats, status, us)
+            _count_done(self.route.service_stats, status, us)
         if self.req_done:
             self._finish_exchange()
         else:

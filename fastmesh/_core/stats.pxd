@@ -30,6 +30,9 @@ cdef enum:  # StatSlot: offsets into a StatBlock
     ST_TLS_FAILURES
     ST_REQUEUES
     ST_ERRORS             # requests answered by fastmesh itself (l5d-err)
+    ST_ROUTE_MISSES       # router block: route-cache misses (names bound by Python)
+    ST_ROUTE_OVERRIDES    # router block: requests bound uncached (l5d-dtab overrides)
+    ST_ROUTE_REFRESHES    # router block: cached routes re-bound after a namer change
     ST_LAT_COUNT
     ST_LAT_SUM_US
     ST_CLASS_BASE         # +0 error, +1..+5 = 1XX..5XX

@@ -58,6 +58,8 @@ SLOT_NAMES = {
     "pool_hits": ST_POOL_HITS, "pool_misses": ST_POOL_MISSES,
     "tls_handshakes": ST_TLS_HANDSHAKES, "tls_failures": ST_TLS_FAILURES,
     "requeues": ST_REQUEUES, "errors": ST_ERRORS,
+    "route_misses": ST_ROUTE_MISSES, "route_overrides": ST_ROUTE_OVERRIDES,
+    "route_refreshes": ST_ROUTE_REFRESHES,
     "latency_count": ST_LAT_COUNT, "latency_sum_us": ST_LAT_SUM_US,
 }
 CLASS_BASE = ST_CLASS_BASE

@@ -24,11 +24,22 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"fastmesh: cannot read config {args.config}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    workers = args.workers if args.workers is not None else 1
+    workers = args.workers if args.workers is not None else default_workers()
+    if workers < 1:
+        print("fastmesh: --workers must be at least 1", file=sys.stderr)
+        return 2
     if workers > 1:
         from fastmesh.workers import run_workers
         return run_workers(config, workers)
     return run_single(config)
+
+
+def default_workers() -> int:
+    """One event loop per CPU this process may run on (taskset/cgroup cpusets respected)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def run_single(config, *, arena=None, reuse_port: bool = False, admin: bool = True,
@@ -94,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run routers and admin from a linkerd 1.x config")
     run.add_argument("config", help="YAML or JSON config file, '-' for stdin")
     run.add_argument("--workers", type=int, default=None,
-                     help="event-loop processes sharing the ports (SO_REUSEPORT); default 1")
+                     help="event-loop processes sharing the ports (SO_REUSEPORT); "
+                          "default: the CPUs this process may run on")
     run.set_defaults(func=_run)
 
     from fastmesh.config import add_check_arguments, run_check

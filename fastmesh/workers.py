@@ -25,6 +25,7 @@ def _fork_worker(config, arena, index: int) -> int:
     if pid == 0:  # child
         code = 1
         try:
+            _die_with_parent()
             from fastmesh._core import pool
             pool.reseed()
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent coordinates shutdown
@@ -37,6 +38,17 @@ def _fork_worker(config, arena, index: int) -> int:
             sys.stderr.flush()
             os._exit(code)
     return pid
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM when the parent dies, so none is left orphaned."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def run_workers(config, n: int) -> int:
@@ -87,13 +99,20 @@ def run_workers(config, n: int) -> int:
                 return
             index = workers.pop(pid, None)
             if index is not None and not stopping:
-                log.warning("worker %d (pid %d) exited with %s; restarting", index, pid, status)
-                time.sleep(1.0)
+                log.warning("worker %d (pid %d) exited with status %s; restarting", index, pid,
+                            status)
                 workers[_fork_worker(config, arena, index)] = index
 
     loop.add_signal_handler(signal.SIGTERM, stop)
     loop.add_signal_handler(signal.SIGINT, stop)
-    loop.add_signal_handler(signal.SIGCHLD, reap)
+
+    def reap_periodically() -> None:
+        # uvloop keeps SIGCHLD for itself, so workers are reaped by polling.
+        reap()
+        if not stopping:
+            loop.call_later(0.5, reap_periodically)
+
+    loop.call_later(0.5, reap_periodically)
     try:
         loop.run_until_complete(linker.serve_until_shutdown())
         stop()  # also when /admin/shutdown asked the parent to stop

@@ -296,6 +296,11 @@ cdef list _connection_tokens(bytes value):
     # names a header that is hop-by-hop for this message (RFC 9110 §7.6.1).
     cdef list out = None
     cdef bytes tok
+    cdef const char* v = PyBytes_AS_STRING(value)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
+    # The common values need no token list (nearly every response carries one of them).
+    if (n == 10 and _ieq(v, b"keep-alive", 10)) or (n == 5 and _ieq(v, b"close", 5)):
+        return None
     for raw in value.split(b","):
         tok = raw.strip().lower()
         if tok and tok != b"close" and tok != b"keep-alive":

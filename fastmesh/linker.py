@@ -175,6 +175,8 @@ class Linker:
     @classmethod
     def build(cls, config: Config, loop, arena: StatsArena | None = None) -> "Linker":
         """Construct every part without binding (so config errors surface first)."""
+        from fastmesh.unsupported import check_supported
+        check_supported(config)
         linker = cls(config=config, loop=loop, arena=arena or StatsArena())
         linker.namers = build_namers(config)
         for i, rc in enumerate(config.routers):

@@ -21,7 +21,7 @@ from fastmesh.config import Config, ConfigError, RouterConfig, ServerConfig
 from fastmesh.errors import NotSupportedError
 from fastmesh.identify import build_identifier
 from fastmesh.naming import Interpreter, Path
-from fastmesh.router import Router, RouterLimits, _stat_key
+from fastmesh.router import ClientPolicy, Router, RouterLimits, ServicePolicy, _stat_key
 
 log = logging.getLogger("fastmesh")
 
@@ -122,6 +122,22 @@ class ClientTlsCache:
         return tls
 
 
+def service_policy(params) -> ServicePolicy:
+    """ServiceParams (config) → the ServicePolicy the request path reads."""
+    budget = params.retries.budget
+    backoff = params.retries.backoff
+    if backoff.kind == "jittered":
+        lo, hi = float(backoff.min_ms), float(backoff.max_ms)
+    else:
+        lo = hi = float(getattr(backoff, "ms", 0) or 0)
+    return ServicePolicy(classifier=params.response_classifier.kind,
+                         budget_ttl_secs=budget.ttl_secs,
+                         budget_min_retries_per_sec=float(budget.min_retries_per_sec),
+                         budget_percent_can_retry=float(budget.percent_can_retry),
+                         backoff_min_ms=lo, backoff_max_ms=hi,
+                         total_timeout_ms=params.total_timeout_ms)
+
+
 def server_ssl_context(sc: ServerConfig):
     t = sc.tls
     if t is None:
@@ -143,6 +159,9 @@ class RunningServer:
     core: ServerCore
     tls: bool
     server: Any = None
+    ssl: Any = None
+    backlog: int = 1024
+    reuse_port: bool = False
 
 
 @dataclass
@@ -190,8 +209,13 @@ class Linker:
         identifier = build_identifier([ic.to_json() for ic in rc.identifier] or None, rc.dst_prefix)
         tls_cache = ClientTlsCache()
 
-        def client_tls_for(client_id: str, rc=rc, tls_cache=tls_cache):
-            return tls_cache.get(rc.client.params_for(client_id).tls)
+        def client_policy_for(client_id: str, rc=rc, tls_cache=tls_cache) -> ClientPolicy:
+            params = rc.client.params_for(client_id)
+            return ClientPolicy(tls=tls_cache.get(params.tls),
+                                attempt_timeout_ms=params.request_attempt_timeout_ms)
+
+        def service_policy_for(service: str, rc=rc) -> ServicePolicy:
+            return service_policy(rc.service.params_for(service))
 
         # Fail at start, not on the first request, when the client TLS files are bad.
         if rc.client.kind == "io.l5d.global" and rc.client.params.tls is not None:
@@ -201,7 +225,8 @@ class Linker:
                 raise ConfigError(f"routers[{index}].client.tls", str(exc)) from exc
         router = Router(rc.label, dtab=rc.dtab.parsed, identifier=identifier,
                         interpreter=interpreter, loop=self.loop, arena=self.arena,
-                        client_tls_for=client_tls_for,
+                        client_policy_for=client_policy_for,
+                        service_policy_for=service_policy_for,
                         binding_timeout_s=rc.binding_timeout_ms / 1000.0,
                         limits=RouterLimits(rc.max_headers_kb, rc.max_initial_line_kb,
                                             rc.max_err_response_kb))
@@ -219,11 +244,17 @@ class Linker:
                               self.loop)
             core.clear_context = sc.clear_context
             core.max_call_depth = getattr(sc, "max_call_depth", 1000) or 1000
+            core.max_concurrent = sc.max_concurrent_requests or 0
+            core.timestamp_header = sc.timestamp_header.encode() if sc.timestamp_header else None
+            opts = sc.socket_options
+            core.tcp_keepalive = bool(opts and opts.keep_alive)
             core.max_header_bytes = rc.max_headers_kb * 1024
             core.max_target_bytes = rc.max_initial_line_kb * 1024
             router.cacheable = configure_key(core, identifier.key_spec) and router.cacheable
             running = RunningServer(rc.label, sc.ip, sc.port, core, ssl_ctx is not None)
             running.ssl = ssl_ctx
+            running.backlog = (opts.backlog if opts and opts.backlog else 1024)
+            running.reuse_port = bool(opts and opts.reuse_port)
             self.servers.append(running)
 
     async def start(self, *, reuse_port: bool = False, admin: bool = True) -> None:
@@ -233,8 +264,9 @@ class Linker:
             namer.start(self.loop)
         for rs in self.servers:
             rs.server = await self.loop.create_server(
-                rs.core, rs.ip, rs.port, ssl=rs.ssl, reuse_port=reuse_port or None,
-                backlog=1024, ssl_handshake_timeout=10.0 if rs.ssl else None)
+                rs.core, rs.ip, rs.port, ssl=rs.ssl,
+                reuse_port=(reuse_port or rs.reuse_port) or None,
+                backlog=rs.backlog, ssl_handshake_timeout=10.0 if rs.ssl else None)
         if admin:
             await self.start_admin()
 

@@ -21,9 +21,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from fastmesh._core.pool import Client, Endpoint, Route
-from fastmesh.errors import (connection_failed_message, max_call_depth_message,
-                             no_route_message, unknown_destination_message)
+from fastmesh._core.pool import Client, Endpoint, RetryBudget, Route, retryable_method_mask
+from fastmesh.errors import (attempt_timeout_message, connection_failed_message,
+                             max_call_depth_message, no_route_message, total_timeout_message,
+                             unknown_destination_message)
 from fastmesh.identify import Identified, RequestInfo
 from fastmesh.naming import AddrBound, Dtab, ParseError, Path
 from fastmesh.responses import error_response
@@ -39,6 +40,25 @@ class RouterLimits:
     max_headers_kb: int = 8
     max_initial_line_kb: int = 4
     max_err_response_kb: int = 5120
+
+
+@dataclass(frozen=True)
+class ServicePolicy:
+    """What the request path needs of a service's params (spec §2.8, §9.3-9.5)."""
+    classifier: str = "io.l5d.http.nonRetryable5XX"
+    budget_ttl_secs: int = 10
+    budget_min_retries_per_sec: float = 10.0
+    budget_percent_can_retry: float = 0.2
+    backoff_min_ms: float = 0.0
+    backoff_max_ms: float = 0.0
+    total_timeout_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class ClientPolicy:
+    """What the request path needs of a client's params (spec §2.7)."""
+    tls: Any = None
+    attempt_timeout_ms: int | None = None
 
 
 @dataclass
@@ -80,7 +100,8 @@ class Router:
     """One configured router (e.g. `outgoing`): the Python side of its route cache."""
 
     def __init__(self, label: str, *, dtab: Dtab, identifier, interpreter, loop, arena,
-                 client_tls_for: Callable[[str], Any] = lambda _id: None,
+                 client_policy_for: Callable[[str], ClientPolicy] = lambda _id: ClientPolicy(),
+                 service_policy_for: Callable[[str], ServicePolicy] = lambda _s: ServicePolicy(),
                  connect_timeout_s: float = 5.0,
                  binding_timeout_s: float = 10.0,
                  limits: RouterLimits | None = None,
@@ -92,7 +113,9 @@ class Router:
         self.interpreter = interpreter
         self.loop = loop
         self.arena = arena
-        self.client_tls_for = client_tls_for
+        self.client_policy_for = client_policy_for
+        self.service_policy_for = service_policy_for
+        self._budgets: dict[str, RetryBudget] = {}
         self.connect_timeout_s = connect_timeout_s
         self.binding_timeout_s = binding_timeout_s
         self.limits = limits or RouterLimits()
@@ -181,6 +204,20 @@ class Router:
         return self._error(502, f"invalid response from {ep.addr_text.decode()} "
                                 f"(client {client.id_show}): {exc}")
 
+    def overloaded_response(self, conn, limit: int) -> bytes:
+        return self._error(503, f"Request rejected: more than {limit} concurrent requests "
+                                "(maxConcurrentRequests)")
+
+    def timeout_response(self, conn, route: Route | None, client: Client | None,
+                         total: bool) -> bytes:
+        service = route.service_show if route is not None else "unknown"
+        remote = "Not Available"
+        if total:
+            ms = self.service_policy_for(service).total_timeout_ms or 0
+            return self._error(503, total_timeout_message(ms, service, remote))
+        ms = self.client_policy_for(client.id_show).attempt_timeout_ms or 0 if client else 0
+        return self._error(503, attempt_timeout_message(ms, service, remote))
+
     def internal_error_response(self, exc: BaseException) -> bytes:
         return self._error(500, f"internal error: {type(exc).__name__}", close=True)
 
@@ -237,22 +274,40 @@ class Router:
                 clients.append(client)
                 weights.append(weight)
         residual = leaves[0][1].residual
+        policy = self.service_policy_for(service.show)
         return Route(clients=clients, weights=weights, service_show=service.show,
                      residual=residual.show.encode() if len(residual) else b"",
                      ctx_dtab=local.show.encode() if local.entries else b"",
                      service_stats=self._stats_for_service(service.show),
-                     consume_segments=consume)
+                     consume_segments=consume,
+                     retry_methods=retryable_method_mask(policy.classifier),
+                     failure_5xx=policy.classifier != "io.l5d.http.allSuccessful",
+                     budget=self._budget_for(service.show, policy),
+                     backoff_min_ms=policy.backoff_min_ms,
+                     backoff_max_ms=policy.backoff_max_ms,
+                     total_timeout=(policy.total_timeout_ms or 0) / 1000.0)
+
+    def _budget_for(self, service_show: str, policy: ServicePolicy) -> RetryBudget:
+        # One budget per service name (linkerd: "per service name, not shared").
+        budget = self._budgets.get(service_show)
+        if budget is None:
+            budget = RetryBudget(policy.budget_ttl_secs, policy.budget_min_retries_per_sec,
+                                 policy.budget_percent_can_retry)
+            self._budgets[service_show] = budget
+        return budget
 
     def _client_for(self, bound) -> Client:
         id_show = bound.id_show if hasattr(bound, "id_show") else bound.id.show
         client = self.clients.get(id_show)
         if client is not None:
             return client
-        client = Client(id_show, [], tls=self.client_tls_for(id_show),
+        policy = self.client_policy_for(id_show)
+        client = Client(id_show, [], tls=policy.tls,
                         stats=self.arena.alloc(_stat_key(kind="client", rt=self.label,
                                                          client=id_show)),
                         owner=self, connect_timeout=self.connect_timeout_s,
-                        max_idle=self.max_idle_per_endpoint)
+                        max_idle=self.max_idle_per_endpoint,
+                        attempt_timeout=(policy.attempt_timeout_ms or 0) / 1000.0)
         self.clients[id_show] = client
         addr_var = bound.addr
 

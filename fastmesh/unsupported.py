@@ -28,26 +28,20 @@ _CLIENT_PARAMS: list[tuple[str, Callable[[Any], bool] | None, str]] = [
     ("clientSession", None, "clientSession timeouts are not built"),
     ("socketOptions", None, "client socketOptions are not built"),
     ("forwardClientCert", lambda v: bool(v), "forwardClientCert is not built"),
-    ("requestAttemptTimeoutMs", None, "requestAttemptTimeoutMs is not built"),
 ]
-_SERVICE_PARAMS: list[tuple[str, Callable[[Any], bool] | None, str]] = [
-    ("responseClassifier", None,
-     "response classifiers (and so retries on 5xx) are not built; fastmesh classifies "
-     "5xx as failures, linkerd's default"),
-    ("retries", None, "retries are not built"),
-    ("totalTimeoutMs", None, "totalTimeoutMs is not built"),
-]
+_SERVICE_PARAMS: list[tuple[str, Callable[[Any], bool] | None, str]] = []
 
 RULES: list[Rule] = [
     ("admin.socketOptions", None, "admin socketOptions are not built"),
     ("admin.httpIdentifierPort", None, "the identifier admin port is not built"),
-    ("routers[*].servers[*].maxConcurrentRequests", None, "maxConcurrentRequests is not built"),
     ("routers[*].servers[*].timeoutMs", None, "server timeoutMs is not built"),
-    ("routers[*].servers[*].socketOptions", None, "server socketOptions are not built"),
+    ("routers[*].servers[*].socketOptions.noDelay", lambda v: v is False,
+     "fastmesh always sets TCP_NODELAY (uvloop's default)"),
+    ("routers[*].servers[*].socketOptions.readTimeoutMs", None, "read timeouts are not built"),
+    ("routers[*].servers[*].socketOptions.writeTimeoutMs", None, "write timeouts are not built"),
     ("routers[*].servers[*].serverSession", None, "serverSession timeouts are not built"),
     ("routers[*].servers[*].announce", lambda v: bool(v), "announcers are not built"),
     ("routers[*].servers[*].addForwardedHeader", None, "the Forwarded header is not built"),
-    ("routers[*].servers[*].timestampHeader", None, "timestampHeader is not built"),
     ("routers[*].streamingEnabled", lambda v: v is False,
      "fastmesh always streams bodies; streamingEnabled: false is not built"),
     ("routers[*].compressionLevel", lambda v: v not in (-1, 0),

@@ -79,6 +79,13 @@ class FastmeshProcess:
 
 
 RESPONSE_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Backend: yes\r\n\r\nok"
+HANG = b""   # in a CaptureBackend script: read the request, never answer
+
+
+def response(status: int, body: bytes = b"", headers: dict | None = None) -> bytes:
+    head = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}"]
+    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
 @dataclass
@@ -89,6 +96,10 @@ class CaptureBackend:
     host: str = "127.0.0.1"
     requests: list[bytes] = field(default_factory=list)
     connections: int = 0
+    # optional per-request answers, consumed in order (HANG = never answer); when it runs
+    # out, `response` is used
+    script: list[bytes] = field(default_factory=list)
+    delay: float = 0.0
 
     def __post_init__(self):
         self.sock = socket.socket()
@@ -133,7 +144,14 @@ class CaptureBackend:
                     rest += chunk
                 self.requests.append(head + b"\r\n\r\n" + rest[:length])
                 buf = rest[length:]
-                conn.sendall(self.response)
+                answer = self.script.pop(0) if self.script else self.response
+                if answer == HANG:
+                    while not self._stop and conn.recv(65536):
+                        pass
+                    return
+                if self.delay:
+                    time.sleep(self.delay)
+                conn.sendall(answer)
         except OSError:
             return
         finally:

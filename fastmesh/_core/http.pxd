@@ -27,6 +27,7 @@ cdef enum:  # HeaderKind
     H_L5D_CTX_TRACE
     H_L5D_SAMPLE
     H_L5D_SUCCESS_CLASS
+    H_L5D_RETRYABLE
     H_L5D_OTHER          # any other l5d-* header (passes through unless clearContext)
 
 
@@ -116,6 +117,7 @@ cdef class ResponseHead:
     cdef bint has_length
     cdef int64_t content_length
     cdef bint keep_alive
+    cdef bint l5d_retryable   # `l5d-retryable: true`: a failure the caller may retry (§9.4)
     cdef list conn_tokens
     cdef int nheaders
 

@@ -45,6 +45,8 @@ cdef int classify_header(const char* s, Py_ssize_t n) noexcept:
             return H_L5D_SAMPLE
         if n == 17 and _ieq(s + 4, b"success-class", 13):
             return H_L5D_SUCCESS_CLASS
+        if n == 13 and _ieq(s + 4, b"retryable", 9):
+            return H_L5D_RETRYABLE
         return H_L5D_OTHER
     if n == 4:
         return H_HOST if _ieq(s, b"host", 4) else H_OTHER
@@ -375,8 +377,8 @@ cdef class RequestHead:
                 and nlen == PyBytes_GET_SIZE(self.key_header_name) \
                 and _ieq(n, PyBytes_AS_STRING(self.key_header_name), nlen):
             self.key_header = value
-        if kind == H_OTHER or ((kind == H_L5D_OTHER or kind == H_L5D_SUCCESS_CLASS)
-                               and not self.clear_context):
+        if kind == H_OTHER or ((kind == H_L5D_OTHER or kind == H_L5D_SUCCESS_CLASS
+                                or kind == H_L5D_RETRYABLE) and not self.clear_context):
             if self.nheaders >= MAX_HEADERS:
                 self.error_status = 431
                 return 0
@@ -535,6 +537,7 @@ cdef class ResponseHead:
         self.has_length = False
         self.content_length = 0
         self.keep_alive = True
+        self.l5d_retryable = False
         self.conn_tokens = None
         self.nheaders = 0
 
@@ -542,7 +545,9 @@ cdef class ResponseHead:
         cdef const char* n = PyBytes_AS_STRING(name)
         cdef Py_ssize_t nlen = PyBytes_GET_SIZE(name)
         cdef int kind = classify_header(n, nlen)
-        if kind == H_OTHER or kind == H_L5D_OTHER or kind == H_L5D_REQID \
+        if kind == H_L5D_RETRYABLE:
+            self.l5d_retryable = value.strip().lower() == b"true"
+        if kind == H_OTHER or kind == H_L5D_OTHER or kind == H_L5D_REQID or kind == H_L5D_RETRYABLE \
                 or kind == H_L5D_CTX_TRACE or kind == H_L5D_DTAB or kind == H_L5D_CTX_DTAB \
                 or kind == H_L5D_DST_SERVICE or kind == H_L5D_DST_CLIENT \
                 or kind == H_L5D_DST_RESIDUAL or kind == H_L5D_SAMPLE or kind == H_HOST:

@@ -9,6 +9,39 @@ from fastmesh._core.stats cimport StatBlock
 cdef uint64_t fast_random() noexcept nogil
 
 
+cdef enum:  # method bits for a classifier's retryable methods
+    M_GET = 1
+    M_HEAD = 2
+    M_OPTIONS = 4
+    M_TRACE = 8
+    M_PUT = 16
+    M_DELETE = 32
+    M_POST = 64
+    M_PATCH = 128
+    M_OTHER = 256
+    M_READ = M_GET | M_HEAD | M_OPTIONS | M_TRACE
+    M_IDEMPOTENT = M_READ | M_PUT | M_DELETE
+    M_ALL = 0xFFFF
+    BUDGET_SLOTS = 64             # one per second of the budget's ttl (at most 60)
+
+
+cdef int method_bit(bytes method) noexcept
+
+
+cdef class RetryBudget:
+    # linkerd's retry budget (spec §9.3) over a sliding window of `ttl` one-second slots:
+    # retries allowed = percent_can_retry * requests + min_retries_per_sec * ttl.
+    cdef int ttl
+    cdef double min_per_sec
+    cdef double percent
+    cdef int64_t[BUDGET_SLOTS] epoch
+    cdef int64_t[BUDGET_SLOTS] deposits
+    cdef int64_t[BUDGET_SLOTS] withdrawals
+
+    cdef void deposit(self, int64_t now) noexcept
+    cdef bint try_withdraw(self, int64_t now) noexcept
+
+
 cdef class Endpoint:
     cdef readonly str host
     cdef readonly int port
@@ -29,6 +62,7 @@ cdef class Client:
     cdef public StatBlock stats
     cdef public object owner            # the router-level object that built this client
     cdef public double connect_timeout
+    cdef public double attempt_timeout  # requestAttemptTimeoutMs in s, 0 = none
     cdef public int max_idle            # idle connections kept per endpoint
 
     cdef Endpoint pick(self, int64_t now)
@@ -50,5 +84,13 @@ cdef class Route:
     cdef public StatBlock service_stats
     cdef public int consume_segments     # io.l5d.path consume: segments to strip, else 0
     cdef public str service_show
+    # service policy (spec §9.3-9.5): which methods' 5xx may be retried, whether 5xx is
+    # a failure at all (allSuccessful), the budget, the backoff, the total timeout
+    cdef public int retry_methods
+    cdef public bint failure_5xx
+    cdef public RetryBudget budget
+    cdef public double backoff_min_ms
+    cdef public double backoff_max_ms
+    cdef public double total_timeout     # s, 0 = none
 
     cdef Client pick(self)

@@ -41,6 +41,83 @@ def random_u64():
     return fast_random()
 
 
+cdef int method_bit(bytes method) noexcept:
+    cdef Py_ssize_t n = len(method)
+    cdef const char* m = method
+    if n == 3 and m[0] == c'G':
+        return M_GET
+    if n == 4 and m[0] == c'H':
+        return M_HEAD
+    if n == 4 and m[0] == c'P' and m[1] == c'O':
+        return M_POST
+    if n == 3 and m[0] == c'P':
+        return M_PUT
+    if n == 6 and m[0] == c'D':
+        return M_DELETE
+    if n == 7 and m[0] == c'O':
+        return M_OPTIONS
+    if n == 5 and m[0] == c'T':
+        return M_TRACE
+    if n == 5 and m[0] == c'P':
+        return M_PATCH
+    return M_OTHER
+
+
+def retryable_method_mask(str kind):
+    """The method bits whose 5xx a response classifier kind lets us retry (spec §9.4)."""
+    return {"io.l5d.http.retryableRead5XX": M_READ,
+            "io.l5d.http.retryableIdempotent5XX": M_IDEMPOTENT,
+            "io.l5d.http.retryableAll5XX": M_ALL}.get(kind, 0)
+
+
+cdef class RetryBudget:
+
+    def __init__(self, int ttl_secs=10, double min_retries_per_sec=10.0,
+                 double percent_can_retry=0.2):
+        if not 1 <= ttl_secs <= 60:
+            raise ValueError("ttlSecs must be 1..60")
+        self.ttl = ttl_secs
+        self.min_per_sec = min_retries_per_sec
+        self.percent = percent_can_retry
+        for i in range(BUDGET_SLOTS):
+            self.epoch[i] = -1
+            self.deposits[i] = 0
+            self.withdrawals[i] = 0
+
+    cdef void deposit(self, int64_t now) noexcept:
+        cdef int64_t sec = now // 1000000
+        cdef int slot = <int>(sec % self.ttl)
+        if self.epoch[slot] != sec:
+            self.epoch[slot] = sec
+            self.deposits[slot] = 0
+            self.withdrawals[slot] = 0
+        self.deposits[slot] += 1
+
+    cdef bint try_withdraw(self, int64_t now) noexcept:
+        cdef int64_t sec = now // 1000000
+        cdef int slot = <int>(sec % self.ttl)
+        cdef int64_t deps = 0, wds = 0
+        cdef int i
+        if self.epoch[slot] != sec:
+            self.epoch[slot] = sec
+            self.deposits[slot] = 0
+            self.withdrawals[slot] = 0
+        for i in range(self.ttl):
+            if self.epoch[i] > sec - self.ttl:
+                deps += self.deposits[i]
+                wds += self.withdrawals[i]
+        if wds + 1 > self.percent * deps + self.min_per_sec * self.ttl:
+            return False
+        self.withdrawals[slot] += 1
+        return True
+
+    def py_deposit(self, int64_t now_us_):
+        self.deposit(now_us_)
+
+    def py_try_withdraw(self, int64_t now_us_):
+        return self.try_withdraw(now_us_)
+
+
 cdef class Endpoint:
 
     def __init__(self, str host, int port, Client client=None):
@@ -61,7 +138,8 @@ cdef class Endpoint:
 cdef class Client:
 
     def __init__(self, str id_show, list endpoints, tls=None, StatBlock stats=None,
-                 owner=None, double connect_timeout=5.0, int max_idle=256):
+                 owner=None, double connect_timeout=5.0, int max_idle=256,
+                 double attempt_timeout=0.0):
         self.id_show = id_show
         self.dst_client_hdr = b"l5d-dst-client: " + id_show.encode("utf-8") + b"\r\n"
         self.endpoints = endpoints
@@ -69,6 +147,7 @@ cdef class Client:
         self.stats = stats
         self.owner = owner
         self.connect_timeout = connect_timeout
+        self.attempt_timeout = attempt_timeout
         self.max_idle = max_idle
 
     cdef Endpoint pick(self, int64_t now):
@@ -120,7 +199,9 @@ cdef class Route:
     def __init__(self, *, int err_status=0, bytes err_response=None, bint err_close=False,
                  list clients=None, list weights=None, str service_show="",
                  bytes residual=b"", bytes ctx_dtab=b"", StatBlock service_stats=None,
-                 int consume_segments=0):
+                 int consume_segments=0, int retry_methods=0, bint failure_5xx=True,
+                 RetryBudget budget=None, double backoff_min_ms=0.0,
+                 double backoff_max_ms=0.0, double total_timeout=0.0):
         cdef int i
         cdef double acc = 0.0
         self.err_status = err_status
@@ -137,6 +218,12 @@ cdef class Route:
         self.ctx_dtab_hdr = (b"l5d-ctx-dtab: " + ctx_dtab + b"\r\n") if ctx_dtab else b""
         self.service_stats = service_stats
         self.consume_segments = consume_segments
+        self.retry_methods = retry_methods
+        self.failure_5xx = failure_5xx
+        self.budget = budget
+        self.backoff_min_ms = backoff_min_ms
+        self.backoff_max_ms = backoff_max_ms
+        self.total_timeout = total_timeout
         if self.nclients > 1:
             self.cum_weights = <double*>PyMem_Malloc(self.nclients * sizeof(double))
             if self.cum_weights is NULL:

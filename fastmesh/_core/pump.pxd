@@ -12,6 +12,7 @@ cdef enum:  # ExchangeState
     S_WAIT_ROUTE        # the Python router is binding the name (pending namer)
     S_WAIT_CONN         # head written to up_out, opening an upstream connection
     S_ACTIVE            # attached to an upstream connection, pumping
+    S_RETRY_WAIT        # a failed attempt is drained or backing off before the retry
     S_CLOSING           # an error answer is out; the connection closes after the flush
 
 
@@ -46,8 +47,11 @@ cdef class ServerCore:
     cdef public bint key_uri_in_dst
     cdef public list key_list         # [(kind, header_name, segments, uri_in_dst)] for K_LIST
     cdef public set conns             # open downstream connections (graceful shutdown)
-    cdef public object access_log     # callable(dict) or None
-    cdef public bint add_reqid
+    cdef public object access_log     # callable or None: the router logs each exchange
+    cdef public int max_concurrent    # maxConcurrentRequests, 0 = unlimited
+    cdef public int active            # requests in flight on this server (this process)
+    cdef public bytes timestamp_header  # timestampHeader name, or None
+    cdef public bint tcp_keepalive    # socketOptions.keepAlive on accepted connections
 
 
 cdef class UpstreamConn
@@ -85,11 +89,25 @@ cdef class ServerConn:
     cdef bint resp_chunked_out
     cdef bint resp_no_body
     cdef int resp_status
+    # replay: the whole request as first written upstream (head + body), kept while it
+    # fits one write, to resend on a stale pooled connection or for a retry
     cdef bytes replay
+    cdef Py_ssize_t replay_head_len
     cdef bint first_flush
-    cdef int attempts
+    cdef bint replaying
+    cdef int attempts             # connection attempts (requeues included)
+    cdef int retries              # classifier retries
+    cdef bint retrying            # draining a failed attempt's response before retrying
+    cdef double backoff_prev_ms
+    # exactly-once accounting per scope
+    cdef bint srv_open
+    cdef bint svc_open
+    cdef bint cli_open
+    cdef object total_timer
+    cdef object attempt_timer
 
     cdef _begin_msg(self)
+    cdef _open_request(self)
     cdef _start_exchange(self)
     cdef bytes _route_key(self, RequestHead req)
     cdef _on_route(self, Route route)
@@ -104,6 +122,11 @@ cdef class ServerConn:
     cdef _resp_complete(self, UpstreamConn up)
     cdef _finish_exchange(self)
     cdef _upstream_lost(self, UpstreamConn up, object exc)
+    cdef bint _should_retry(self, UpstreamConn up, int status, bint timeout)
+    cdef _schedule_retry(self)
+    cdef _drop_attempt(self)
+    cdef _attempt_end(self, int status)
+    cdef _request_end(self, int status)
     cdef _respond_error(self, bytes response, bint close, int status)
     cdef _flush_up(self)
     cdef _flush_out(self)

@@ -16,6 +16,11 @@ what it hands to us before feed_data() returns, so no connection keeps pointers 
 Flow control couples the legs: the upstream transport's pause_writing() pauses reading
 the client, the client transport's pause_writing() pauses reading the upstream, and
 routing/connecting pauses reading the client until there is somewhere to put the body.
+
+One exchange = one request; it may take several attempts (a requeue after a stale pooled
+connection or a refused connect, a retry after a retryable failure, spec §9.3). Counting
+is exactly once per scope: the server and service scopes per request (`_request_end`),
+the client scope per attempt (`_attempt_end`).
 """
 
 import functools
@@ -24,18 +29,19 @@ import ssl as _ssl
 from httptools import HttpRequestParser, HttpResponseParser
 from httptools.parser.errors import HttpParserError, HttpParserUpgrade, HttpParserCallbackError
 
-from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t, uint64_t
 
 from fastmesh._core.http cimport Buf, RequestHead, ResponseHead, TraceCtx, decode_trace, write_trace
-from fastmesh._core.pool cimport Endpoint, Client, Route, fast_random
+from fastmesh._core.pool cimport Endpoint, Client, Route, RetryBudget, fast_random, method_bit
 from fastmesh._core.stats cimport (
     StatBlock, now_us, record_latency, record_status, FASTMESH_STATS,
     ST_REQUESTS, ST_SUCCESS, ST_FAILURES, ST_PENDING, ST_CONNECTIONS, ST_CONNECTS,
     ST_CONNECT_FAILURES, ST_CLOSES, ST_RECV_BYTES, ST_SENT_BYTES, ST_POOL_HITS,
-    ST_POOL_MISSES, ST_TLS_HANDSHAKES, ST_TLS_FAILURES, ST_REQUEUES, ST_ERRORS)
+    ST_POOL_MISSES, ST_TLS_HANDSHAKES, ST_TLS_FAILURES, ST_REQUEUES, ST_ERRORS,
+    ST_RETRIES, ST_BUDGET_EXHAUSTED, ST_TIMEOUTS)
 
 
 cdef enum:
@@ -47,8 +53,6 @@ cdef enum:
 cdef bytearray _recv_buffer = bytearray(RECV_BUFFER_SIZE)
 cdef object _recv_view = memoryview(_recv_buffer)
 
-cdef bytes _CRLF = b"\r\n"
-cdef bytes _LAST_CHUNK = b"0\r\n\r\n"
 cdef bytes _VIA_11 = b"1.1 linkerd"
 cdef bytes _VIA_10 = b"1.0 linkerd"
 cdef bytes _HEX = b"0123456789abcdef"
@@ -72,7 +76,10 @@ cdef class ServerCore:
         self.key_list = None
         self.conns = set()
         self.access_log = None
-        self.add_reqid = True
+        self.max_concurrent = 0
+        self.active = 0
+        self.timestamp_header = None
+        self.tcp_keepalive = False
 
     def __call__(self):
         # uvloop's protocol factory: one ServerConn per accepted connection.
@@ -85,12 +92,13 @@ cdef inline void _count(StatBlock blk, int slot, int64_t v) noexcept:
 
 
 cdef inline void _count_done(StatBlock blk, int status, int64_t us) noexcept:
-    # One finished request in one scope: pending, success/failure (5xx fails, the
-    # default response classifier of spec §9.4), status class and code, latency.
-    if blk is None:
+    # One finished request (or attempt) in one scope: pending, success/failure (5xx or
+    # no response at all fails — the default response classifier of spec §9.4), status
+    # class and code, latency.
+    if not FASTMESH_STATS or blk is None:
         return
     blk.p[ST_PENDING] -= 1
-    blk.p[ST_FAILURES if status >= 500 else ST_SUCCESS] += 1
+    blk.p[ST_FAILURES if (status >= 500 or status < 100) else ST_SUCCESS] += 1
     record_status(blk.p, status)
     record_latency(blk.p, us)
 
@@ -119,6 +127,11 @@ cdef class ServerConn:
         self.core.conns.add(self)
         _count(self.core.stats, ST_CONNECTIONS, 1)
         _count(self.core.stats, ST_CONNECTS, 1)
+        if self.core.tcp_keepalive:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                import socket as _socket
+                sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1)
 
     def connection_lost(self, exc):
         if self.closed:
@@ -127,16 +140,11 @@ cdef class ServerConn:
         self.core.conns.discard(self)
         _count(self.core.stats, ST_CONNECTIONS, -1)
         _count(self.core.stats, ST_CLOSES, 1)
-        if self.state == S_ACTIVE or self.state == S_WAIT_CONN or self.state == S_WAIT_ROUTE:
-            _count(self.core.stats, ST_PENDING, -1)
-            if self.endpoint is not None:
-                self.endpoint.outstanding -= 1
-            if self.up is not None:
-                # Mid-exchange: the upstream connection holds a half-done exchange and
-                # cannot be reused.
-                self.up.down = None
-                self.up.transport.close()
-                self.up = None
+        if self.state != S_IDLE and self.state != S_CLOSING:
+            # The client went away mid-exchange: the upstream side cannot be reused.
+            self._drop_attempt()
+            self._attempt_end(0)
+            self._request_end(0)
         self.state = S_IDLE
         # break the parser <-> protocol reference cycle
         self.parser = None
@@ -181,6 +189,8 @@ cdef class ServerConn:
         if self.in_msg and self.head_bytes > self.core.max_header_bytes \
                 + self.core.max_target_bytes + 65536:
             # A head far beyond the limits (one endless header line): stop reading it.
+            if self.state == S_IDLE:
+                self._open_request()
             self._respond_error(self.core.router.bad_request_response(
                 self, 431, "request headers too large"), True, 431)
             return
@@ -280,14 +290,9 @@ cdef class ServerConn:
             self.parsing_queued = True
             self._pause(PAUSE_PIPELINE)
 
-    cdef _start_exchange(self):
-        cdef RequestHead req = self.req
-        cdef ServerCore core = self.core
-        cdef object route
-        cdef PyObject* hit
-        cdef bytes key
-        cdef Py_ssize_t hops
-        self.cur = req
+    cdef _open_request(self):
+        # Start accounting for a request (also one that is refused before routing).
+        self.cur = self.req
         self.t0 = now_us()
         self.req_done = False
         self.resp_done = False
@@ -298,20 +303,44 @@ cdef class ServerConn:
         self.route = None
         self.client = None
         self.endpoint = None
+        self.up = None
         self.replay = None
+        self.replay_head_len = 0
         self.first_flush = True
+        self.replaying = False
         self.attempts = 0
+        self.retries = 0
+        self.retrying = False
+        self.backoff_prev_ms = 0.0
+        self.svc_open = False
+        self.cli_open = False
+        self.srv_open = True
         self.state = S_WAIT_ROUTE
-        _count(core.stats, ST_REQUESTS, 1)
-        _count(core.stats, ST_PENDING, 1)
+        self.core.active += 1
+        _count(self.core.stats, ST_REQUESTS, 1)
+        _count(self.core.stats, ST_PENDING, 1)
+
+    cdef _start_exchange(self):
+        cdef RequestHead req = self.req
+        cdef ServerCore core = self.core
+        cdef object route
+        cdef PyObject* hit
+        cdef bytes key
+        cdef Py_ssize_t hops
+        self._open_request()
         if req.error_status != 0:
             self._respond_error(core.router.bad_request_response(
                 self, req.error_status, None), True, req.error_status)
             return
+        if core.max_concurrent > 0 and core.active > core.max_concurrent:
+            self._respond_error(core.router.overloaded_response(self, core.max_concurrent),
+                                False, 503)
+            return
         if req.via is not None and core.max_call_depth > 0:
             hops = req.via.count(b",") + 1
             if hops > core.max_call_depth:
-                self._respond_error(core.router.max_call_depth_response(self, core.max_call_depth), False, 400)
+                self._respond_error(core.router.max_call_depth_response(
+                    self, core.max_call_depth), False, 400)
                 return
         key = self._route_key(req)
         if req.has_override():
@@ -377,6 +406,15 @@ cdef class ServerConn:
         if route.err_status != 0:
             self._respond_error(route.err_response, route.err_close, route.err_status)
             return
+        if route.service_stats is not None:
+            self.svc_open = True
+            _count(route.service_stats, ST_REQUESTS, 1)
+            _count(route.service_stats, ST_PENDING, 1)
+        if route.budget is not None:
+            route.budget.deposit(self.t0)
+        if route.total_timeout > 0:
+            self.total_timer = self.core.loop.call_later(route.total_timeout, self._on_timeout,
+                                                        True)
         client = route.pick()
         self.client = client
         ep = client.pick(now_us()) if client is not None else None
@@ -385,13 +423,16 @@ cdef class ServerConn:
                                 False, 502)
             return
         self._write_request_head(req, route, client)
+        self.replay_head_len = self.up_out.len
         if req.body is not None:
             # body pieces that arrived while the name was binding
             pending = req.body
             req.body = None
+            self.state = S_WAIT_CONN
             for piece in pending:
                 self._req_body(piece)
         if req.complete and not self.req_done:
+            self.state = S_WAIT_CONN
             self._req_complete()
         self._use_endpoint(ep)
 
@@ -450,6 +491,11 @@ cdef class ServerConn:
                 o.data[o.len + i] = _HEX[(rid >> (60 - 4 * i)) & 15]
             o.len += 16
         o.add(b"\r\n", 2)
+        if self.core.timestamp_header is not None:
+            o.add_bytes(self.core.timestamp_header)
+            o.add(b": ", 2)
+            o.add_int(_epoch_ms())
+            o.add(b"\r\n", 2)
         if req.chunked:
             o.add(b"Transfer-Encoding: chunked\r\n", 28)
         elif req.has_length:
@@ -462,6 +508,9 @@ cdef class ServerConn:
         cdef UpstreamConn up
         self.endpoint = ep
         ep.outstanding += 1
+        if self.client.attempt_timeout > 0:
+            self.attempt_timer = self.core.loop.call_later(self.client.attempt_timeout,
+                                                          self._on_timeout, False)
         while ep.idle:
             up = <UpstreamConn>ep.idle.pop()
             if up.closed:
@@ -479,11 +528,9 @@ cdef class ServerConn:
         up.reused = reused
         if self.write_paused:
             up._set_reading(False)
+        self.cli_open = True
         _count(self.client.stats, ST_REQUESTS, 1)
         _count(self.client.stats, ST_PENDING, 1)
-        if self.route.service_stats is not None:
-            _count(self.route.service_stats, ST_REQUESTS, 1)
-            _count(self.route.service_stats, ST_PENDING, 1)
         self._unpause(PAUSE_WAITING)
         self._flush_up()
 
@@ -523,6 +570,8 @@ cdef class ServerConn:
                     exc = e
                     transport.abort()
                     up = None
+        waiting = not self.closed and self.state == S_WAIT_CONN and self.endpoint is ep \
+            and self.client is client
         if exc is not None:
             _count(client.stats, ST_CONNECT_FAILURES, 1)
             if client.tls is not None and isinstance(exc, (_ssl.SSLError, _ssl.CertificateError)):
@@ -530,16 +579,20 @@ cdef class ServerConn:
             ep.consecutive_failures += 1
             # keep p2c away from an endpoint that just refused us, briefly (µs, monotonic)
             ep.down_until = now_us() + <int64_t>(min(5.0, 0.1 * ep.consecutive_failures) * 1e6)
-            if self.closed or self.state != S_WAIT_CONN or self.endpoint is not ep:
+            if not waiting:
                 return
+            # the attempt failed without a response: the client scope counts a failure
+            _count(client.stats, ST_REQUESTS, 1)
+            _count(client.stats, ST_PENDING, 1)
+            self.cli_open = True
+            self._attempt_end(0)
             ep.outstanding -= 1
+            self.endpoint = None
             if self.attempts < MAX_ATTEMPTS and len(client.endpoints) > 1:
                 nxt = client.pick(now_us())
                 if nxt is not None and nxt is not ep:
                     _count(client.stats, ST_REQUEUES, 1)
-                    self.endpoint = nxt
-                    nxt.outstanding += 1
-                    self._connect_or_reuse(nxt)
+                    self._use_endpoint(nxt)
                     return
             self._respond_error(self.core.router.connect_error_response(
                 self, self.route, client, ep, exc), False, 502)
@@ -550,20 +603,11 @@ cdef class ServerConn:
         _count(client.stats, ST_CONNECTIONS, 1)
         if client.tls is not None:
             _count(client.stats, ST_TLS_HANDSHAKES, 1)
-        if self.closed or self.state != S_WAIT_CONN or self.endpoint is not ep:
+        if not waiting:
             # Nobody waits for this connection any more: keep it for the next request.
             up._release()
             return
         self._attach(up, False)
-
-    def _connect_or_reuse(self, Endpoint ep):
-        cdef UpstreamConn up
-        while ep.idle:
-            up = <UpstreamConn>ep.idle.pop()
-            if not up.closed:
-                self._attach(up, True)
-                return
-        self._connect(ep)
 
     cdef _req_body(self, bytes body):
         cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
@@ -584,6 +628,7 @@ cdef class ServerConn:
         if n >= DIRECT_WRITE_MIN and self.state == S_ACTIVE:
             # Large piece: hand the bytes object itself to the transport, no copy.
             self._flush_up()
+            self.replay = None
             if not self.up.closed:
                 self.up._write(body)
         else:
@@ -593,11 +638,7 @@ cdef class ServerConn:
 
     cdef _req_complete(self):
         if self.state == S_WAIT_ROUTE or self.state == S_CLOSING or self.state == S_IDLE:
-            if self.state == S_IDLE and self.close_after:
-                return
-            if self.state != S_WAIT_ROUTE:
-                return
-            # wait for the route; _on_route replays completion
+            # waiting for the route (_on_route replays completion) or already answered
             return
         self.req_done = True
         if self.cur.chunked:
@@ -605,10 +646,125 @@ cdef class ServerConn:
         if self.resp_done:
             self._finish_exchange()
 
+    cdef bint _should_retry(self, UpstreamConn up, int status, bint timeout):
+        # spec §9.3/§9.4: the classifier says retryable, the request can be sent again
+        # (whole, not chunked), and the service's budget allows it.
+        cdef Route route = self.route
+        cdef bint retryable
+        if route is None or route.budget is None or self.resp_head_sent:
+            return False
+        if self.replay is None or not self.req_done or self.cur.chunked:
+            return False
+        if timeout:
+            retryable = (route.retry_methods & method_bit(self.cur.method)) != 0
+        else:
+            if status < 500 or not route.failure_5xx:
+                return False
+            retryable = (route.retry_methods & method_bit(self.cur.method)) != 0 or \
+                (up is not None and up.resp.l5d_retryable)
+        if not retryable:
+            return False
+        if not route.budget.try_withdraw(now_us()):
+            _count(route.service_stats, ST_BUDGET_EXHAUSTED, 1)
+            return False
+        return True
+
+    cdef _schedule_retry(self):
+        cdef Route route = self.route
+        cdef double delay_ms = 0.0, hi
+        self.state = S_RETRY_WAIT
+        if route.backoff_max_ms > 0:
+            if route.backoff_min_ms >= route.backoff_max_ms:
+                delay_ms = route.backoff_max_ms      # constant backoff
+            else:
+                # decorrelated jitter: uniform in [min, min(max, 3 * previous)]
+                hi = min(route.backoff_max_ms, max(route.backoff_min_ms,
+                                                   3.0 * self.backoff_prev_ms))
+                delay_ms = route.backoff_min_ms + (fast_random() >> 11) * \
+                    (1.0 / 9007199254740992.0) * (hi - route.backoff_min_ms)
+            self.backoff_prev_ms = delay_ms
+        # Even with no backoff, start the retry from a fresh loop iteration: the failed
+        # attempt's connection may still be inside its parser's feed_data().
+        if delay_ms > 0:
+            self.core.loop.call_later(delay_ms / 1000.0, self._retry)
+        else:
+            self.core.loop.call_soon(self._retry)
+
+    def _retry(self):
+        cdef Client client
+        cdef Endpoint ep
+        cdef Route route = self.route
+        if self.closed or self.state != S_RETRY_WAIT:
+            return
+        self.retrying = False
+        self.retries += 1
+        _count(route.service_stats, ST_RETRIES, 1)
+        client = route.pick()
+        ep = client.pick(now_us()) if client is not None else None
+        if ep is None:
+            self._respond_error(self.core.router.no_hosts_response(self, route, client),
+                                False, 502)
+            return
+        self.up_out.clear()
+        if client is self.client:
+            self.up_out.add_bytes(self.replay)
+        else:
+            # another member of a union: its own l5d-dst-client header, the same body
+            self._write_request_head(self.cur, route, client)
+            self.up_out.add(<char*>self.replay + self.replay_head_len,
+                            PyBytes_GET_SIZE(self.replay) - self.replay_head_len)
+        self.client = client
+        self.replaying = True
+        self.state = S_WAIT_CONN
+        self._use_endpoint(ep)
+        self._flush_out()
+
+    def _on_timeout(self, bint total):
+        """totalTimeoutMs (whole request) or requestAttemptTimeoutMs (one attempt) fired."""
+        cdef Route route = self.route
+        if total:
+            self.total_timer = None
+        else:
+            self.attempt_timer = None
+        if self.closed or self.state == S_IDLE or self.state == S_CLOSING:
+            return
+        if self.resp_head_sent:
+            # Part of the response is out already: the client must see it fail.
+            self._drop_attempt()
+            self._attempt_end(0)
+            self._request_end(0)
+            self._abort()
+            return
+        self._drop_attempt()
+        self._attempt_end(0)
+        if not total and self.state != S_RETRY_WAIT and self._should_retry(None, 0, True):
+            self._schedule_retry()
+            return
+        _count(self.core.stats, ST_TIMEOUTS, 1)
+        self._respond_error(self.core.router.timeout_response(
+            self, route, self.client, total), False, 503)
+
+    cdef _drop_attempt(self):
+        # Abandon the upstream side of the current attempt (timeout, client gone): the
+        # connection is mid-exchange and cannot be reused.
+        cdef UpstreamConn up = self.up
+        if self.attempt_timer is not None:
+            self.attempt_timer.cancel()
+            self.attempt_timer = None
+        if up is not None:
+            up.down = None
+            if not up.closed:
+                up.transport.abort()
+            self.up = None
+        if self.endpoint is not None:
+            self.endpoint.outstanding -= 1
+            self.endpoint = None
+
     cdef _resp_head(self, UpstreamConn up, int status):
         cdef Buf o = self.out
         cdef ResponseHead resp = up.resp
         cdef RequestHead req = self.cur
+        cdef bint failed
         if 100 <= status < 200 and status != 101:
             # interim response (100 Continue): pass it on, the real one follows
             up.interim = True
@@ -621,8 +777,17 @@ cdef class ServerConn:
             o.add(b"\r\n", 2)
             resp.reset()
             return
+        if self._should_retry(up, status, False):
+            # Drain this response (keeping the connection usable), then retry.
+            self.retrying = True
+            self.resp_status = status
+            if req.method == b"HEAD":
+                up.swap_parser = True
+                self._resp_complete(up)
+            return
         self.resp_status = status
         self.resp_head_sent = True
+        failed = status >= 500 and self.route.failure_5xx
         resp.drop_connection_named()
         o.add(b"HTTP/1.1 ", 9)
         o.add_int(status)
@@ -635,7 +800,7 @@ cdef class ServerConn:
             o.add_bytes(resp.via)
             o.add(b", ", 2)
         o.add_bytes(_VIA_11)
-        if status >= 500:
+        if failed:
             o.add(b"\r\nl5d-success-class: 0.0\r\n", 26)
         else:
             o.add(b"\r\nl5d-success-class: 1.0\r\n", 26)
@@ -655,7 +820,7 @@ cdef class ServerConn:
             self.resp_chunked_out = True
         else:
             self.close_after = True
-        if self.close_after or not req.keep_alive or not resp.keep_alive and False:
+        if self.close_after or not req.keep_alive:
             o.add(b"Connection: close\r\n", 19)
             self.close_after = True
         elif req.http_minor == 0:
@@ -670,7 +835,7 @@ cdef class ServerConn:
     cdef _resp_body(self, bytes body):
         cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
         cdef Buf o = self.out
-        if n == 0 or self.resp_no_body:
+        if n == 0 or self.resp_no_body or self.retrying:
             return
         if self.resp_chunked_out:
             o.add_hex(n)
@@ -686,29 +851,61 @@ cdef class ServerConn:
             o.add(b"\r\n", 2)
 
     cdef _resp_complete(self, UpstreamConn up):
-        cdef int64_t us
         cdef int status = self.resp_status
-        cdef bint failed
         if up.interim:
             up.interim = False
+            return
+        if self.retrying:
+            # The failed attempt's response is drained: the connection can serve again.
+            self._attempt_end(status)
+            if self.endpoint is not None:
+                self.endpoint.outstanding -= 1
+                self.endpoint = None
+            self.up = None
+            up.down = None
+            if up.resp.keep_alive:
+                up._release()
+            else:
+                up.transport.close()
+            self._schedule_retry()
             return
         if self.resp_done:
             return
         if self.resp_chunked_out:
             self.out.add(b"0\r\n\r\n", 5)
         self.resp_done = True
-        if FASTMESH_STATS:
-            us = now_us() - self.t0
-            _count_done(self.core.stats, status, us)
-            _count_done(self.client.stats, status, us)
-            _count_done(self.route.service_stats, status, us)
-        if self.req_done:
-            self._finish_exchange()
-        else:
+        self._attempt_end(status)
+        self._request_end(status)
+        if not self.req_done:
             # Upstream answered before the whole request body arrived: the client
             # connection cannot be resynchronised, close it after the answer.
             self.close_after = True
-            self._finish_exchange()
+        self._finish_exchange()
+
+    cdef _attempt_end(self, int status):
+        if self.attempt_timer is not None:
+            self.attempt_timer.cancel()
+            self.attempt_timer = None
+        if self.cli_open:
+            self.cli_open = False
+            if self.client is not None:
+                _count_done(self.client.stats, status, now_us() - self.t0)
+
+    cdef _request_end(self, int status):
+        cdef int64_t us
+        if self.total_timer is not None:
+            self.total_timer.cancel()
+            self.total_timer = None
+        if not self.srv_open:
+            return
+        self.srv_open = False
+        self.core.active -= 1
+        us = now_us() - self.t0
+        _count_done(self.core.stats, status, us)
+        if self.svc_open:
+            self.svc_open = False
+            if self.route is not None:
+                _count_done(self.route.service_stats, status, us)
 
     cdef _finish_exchange(self):
         cdef UpstreamConn up = self.up
@@ -716,11 +913,11 @@ cdef class ServerConn:
         if ep is not None:
             ep.outstanding -= 1
         self.up = None
+        self.endpoint = None
         self.state = S_IDLE
         if up is not None:
             up.down = None
-            if self.req_done and up.resp.keep_alive and not self.close_after or \
-                    (self.req_done and up.resp.keep_alive and self.close_after):
+            if self.req_done and up.resp.keep_alive:
                 up._release()
             else:
                 up.transport.close()
@@ -772,20 +969,39 @@ cdef class ServerConn:
         # The upstream connection closed while serving our exchange.
         if self.resp_done:
             return
+        if self.retrying:
+            # it closed while we drained a failed attempt: retry anyway
+            self.up = None
+            self._resp_complete(up)
+            return
         if not self.resp_head_sent and not up.resp_started:
             if up.reused and self.replay is not None and self.attempts < MAX_ATTEMPTS:
                 # A pooled connection the server had closed: the request never reached
-                # it, so send the same bytes on a fresh connection.
+                # it, so send the same bytes on a fresh connection. Not an attempt of its
+                # own in the client scope (nothing was answered).
                 _count(self.client.stats, ST_REQUEUES, 1)
+                if self.cli_open:
+                    self.cli_open = False
+                    _count(self.client.stats, ST_REQUESTS, -1)
+                    _count(self.client.stats, ST_PENDING, -1)
                 self.up = None
                 self.up_out.clear()
                 self.up_out.add_bytes(self.replay)
-                self.first_flush = False
-                self._connect(self.endpoint)
+                self.replaying = True
+                ep = self.endpoint
+                ep.outstanding -= 1
+                if self.attempt_timer is not None:
+                    self.attempt_timer.cancel()
+                    self.attempt_timer = None
+                self._use_endpoint(ep)
                 return
             self.up = None
+            self._attempt_end(0)
+            if self.endpoint is not None:
+                self.endpoint.outstanding -= 1
+                self.endpoint = None
             self._respond_error(self.core.router.upstream_closed_response(
-                self, self.route, self.client, self.endpoint, exc), False, 502)
+                self, self.route, self.client, up.endpoint, exc), False, 502)
             return
         if up.resp_started and not self.resp_no_body and up.resp.has_length is False \
                 and up.resp.chunked is False and self.resp_head_sent:
@@ -797,31 +1013,45 @@ cdef class ServerConn:
         # Response cut off mid-body: the client must see a broken response, not a
         # silently truncated one.
         self.up = None
+        self._attempt_end(0)
+        self._request_end(0)
+        if self.endpoint is not None:
+            self.endpoint.outstanding -= 1
+            self.endpoint = None
         self._abort()
 
     cdef _respond_error(self, bytes response, bint close, int status):
-        cdef int64_t us
+        # Answer the current request with fastmesh's own response (spec §7), e.g. 502
+        # with l5d-err, and end the exchange.
+        cdef Py_ssize_t eol
         if self.closed:
             return
-        self.out.add_bytes(response)
+        if close or self.cur is None or not self.cur.keep_alive or (
+                not self.cur.complete and (self.cur.chunked or self.cur.content_length > 0)):
+            # A request body still on its way cannot be skipped reliably: close after the
+            # answer. A request without a body keeps its connection (linkerd does too).
+            self.close_after = True
+        if self.close_after and b"\r\nConnection: close\r\n" not in response:
+            # say so, so the client does not reuse a connection we are about to close
+            eol = response.find(b"\r\n") + 2
+            self.out.add_bytes(response[:eol])
+            self.out.add(b"Connection: close\r\n", 19)
+            self.out.add_bytes(response[eol:])
+        else:
+            self.out.add_bytes(response)
         self.resp_done = True
-        if FASTMESH_STATS and self.core.stats is not None:
-            us = now_us() - self.t0
-            self.core.stats.p[ST_PENDING] -= 1
-            self.core.stats.p[ST_ERRORS] += 1
-            self.core.stats.p[ST_FAILURES if status >= 500 else ST_SUCCESS] += 1
-            record_status(self.core.stats.p, status)
-            record_latency(self.core.stats.p, us)
-        if self.endpoint is not None and self.state == S_WAIT_CONN:
-            pass  # outstanding already released by the connect path
+        self.resp_status = status
+        _count(self.core.stats, ST_ERRORS, 1)
+        self._attempt_end(0)
+        self._request_end(status)
+        if self.attempt_timer is not None:
+            self.attempt_timer.cancel()
+            self.attempt_timer = None
         self.endpoint = None
         self.up = None
         self.up_out.clear()
-        if close or not self.cur.keep_alive or not self.cur.complete:
-            self.close_after = True
         self.state = S_IDLE
         if self.core.access_log is not None:
-            self.resp_status = status
             self.core.router.log_access(self)
         self._unpause(PAUSE_WAITING | PAUSE_UPSTREAM_FULL)
         self._flush_out()
@@ -833,14 +1063,14 @@ cdef class ServerConn:
 
     def _bad_request(self, exc):
         if self.state == S_IDLE or self.state == S_WAIT_ROUTE:
-            if self.cur is None:
-                self.cur = self.req
-                self.t0 = now_us()
-                _count(self.core.stats, ST_REQUESTS, 1)
-                _count(self.core.stats, ST_PENDING, 1)
+            if self.state == S_IDLE:
+                self._open_request()
             self._respond_error(self.core.router.bad_request_response(
                 self, 400, str(exc)), True, 400)
         else:
+            self._drop_attempt()
+            self._attempt_end(0)
+            self._request_end(400)
             self._abort()
 
     cdef _flush_up(self):
@@ -851,10 +1081,11 @@ cdef class ServerConn:
         if self.first_flush:
             self.first_flush = False
             # Keep the bytes of a request that fit in one write, to replay it on a fresh
-            # connection if a pooled one turns out to be closed (see _upstream_lost).
+            # connection (stale pooled connection) or for a retry.
             self.replay = data if self.req_done else None
-        else:
+        elif not self.replaying:
             self.replay = None
+        self.replaying = False
         if not self.up.closed:
             self.up._write(data)
 
@@ -925,7 +1156,24 @@ cdef class ServerConn:
             "service": self.route.service_show if self.route is not None else None,
             "client": self.client.id_show if self.client is not None else None,
             "endpoint": self.endpoint.addr_text.decode() if self.endpoint is not None else None,
+            "retries": self.retries,
         }
+
+
+cdef extern from *:
+    """
+    #include <time.h>
+    static inline long long fm_epoch_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
+    """
+    long long fm_epoch_ms() nogil
+
+
+cdef inline int64_t _epoch_ms() noexcept:
+    return fm_epoch_ms()
 
 
 cdef class UpstreamConn:
@@ -958,6 +1206,7 @@ cdef class UpstreamConn:
         else:
             self.down = None
             down._upstream_lost(self, exc)
+            down._flush_up()
             down._flush_out()
         self.parser = None
         self._feed = None
@@ -981,9 +1230,15 @@ cdef class UpstreamConn:
                 self.transport.close()
                 if not down.resp_head_sent:
                     down.up = None
+                    down._attempt_end(0)
+                    if down.endpoint is not None:
+                        down.endpoint.outstanding -= 1
+                        down.endpoint = None
                     down._respond_error(down.core.router.upstream_protocol_response(
                         down, down.route, down.client, self.endpoint, exc), False, 502)
                 else:
+                    down._attempt_end(0)
+                    down._request_end(0)
                     down._abort()
             return
         finally:

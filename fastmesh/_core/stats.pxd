@@ -33,6 +33,9 @@ cdef enum:  # StatSlot: offsets into a StatBlock
     ST_ROUTE_MISSES       # router block: route-cache misses (names bound by Python)
     ST_ROUTE_OVERRIDES    # router block: requests bound uncached (l5d-dtab overrides)
     ST_ROUTE_REFRESHES    # router block: cached routes re-bound after a namer change
+    ST_RETRIES            # service block: retries (classifier said retryable, budget allowed)
+    ST_BUDGET_EXHAUSTED   # service block: a retry the budget refused
+    ST_TIMEOUTS           # requests answered 503 because totalTimeoutMs/attempt timeout fired
     ST_LAT_COUNT
     ST_LAT_SUM_US
     ST_CLASS_BASE         # +0 error, +1..+5 = 1XX..5XX

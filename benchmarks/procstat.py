@@ -108,6 +108,11 @@ def system_busy_fraction(interval: float = 0.5) -> float:
     return (b1 - b0) / max(1, t1 - t0)
 
 
+def _cpu_line() -> list[int]:
+    """The aggregate "cpu" line of /proc/stat: user nice system idle iowait irq softirq steal ..."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
 @dataclass
 class Window:
     """CPU accounting over one measured run: ours per process tree, and everyone else's."""
@@ -116,10 +121,11 @@ class Window:
     ours: dict[str, int]  # label -> tree ticks at start
     pids: dict[str, int]
     everyone: dict[int, tuple[int, bool]]
+    box: list[int]  # /proc/stat cpu line at open
 
     @classmethod
     def open(cls, pids: dict[str, int]) -> "Window":
-        return cls(time.monotonic(), {k: tree_ticks(p) for k, p in pids.items()}, dict(pids), all_ticks())
+        return cls(time.monotonic(), {k: tree_ticks(p) for k, p in pids.items()}, dict(pids), all_ticks(), _cpu_line())
 
     def close(self, extra_ours: Iterable[int] = ()) -> "WindowResult":
         """Finish the window. `extra_ours` are PIDs of ours that are not in `pids` (the
@@ -140,11 +146,17 @@ class Window:
             else:
                 others += delta
         box = max(1e-9, elapsed * (os.cpu_count() or 1)) * CLK_TCK
+        line = _cpu_line()
+        delta = [b - a for a, b in zip(self.box, line)]
+        total = max(1, sum(delta))
         return WindowResult(
             elapsed=elapsed,
             cpu_seconds={k: v / CLK_TCK for k, v in ticks.items()},
             others_fraction=others / box,
             kernel_threads_fraction=kernel / box,
+            # Interrupt-context softirq work (our packets, mostly) is charged to no process.
+            softirq_fraction=delta[6] / total if len(delta) > 6 else 0.0,
+            steal_fraction=delta[7] / total if len(delta) > 7 else 0.0,
         )
 
 
@@ -154,3 +166,5 @@ class WindowResult:
     cpu_seconds: dict[str, float]  # label -> CPU seconds of that tree during the window
     others_fraction: float  # share of the whole box used by user processes not ours
     kernel_threads_fraction: float  # share used by kernel threads (softirq work, mostly ours)
+    softirq_fraction: float  # share of the box in softirq context (charged to no process)
+    steal_fraction: float  # share the hypervisor gave to other guests (noisy neighbours)

@@ -43,7 +43,7 @@ def default_workers() -> int:
 
 
 def run_single(config, *, arena=None, reuse_port: bool = False, admin: bool = True,
-               ready_fd: int | None = None) -> int:
+               ready_fd: int | None = None, workers: int = 1) -> int:
     """Run one event loop with every router (and the admin server unless `admin=False`)."""
     import uvloop
     from fastmesh.config import ConfigError
@@ -52,7 +52,7 @@ def run_single(config, *, arena=None, reuse_port: bool = False, admin: bool = Tr
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        linker = Linker.build(config, loop, arena)
+        linker = Linker.build(config, loop, arena, workers=workers)
     except ConfigError as exc:
         print(f"fastmesh: invalid config: {exc}", file=sys.stderr)
         return 1

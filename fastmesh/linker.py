@@ -191,12 +191,15 @@ class Linker:
         await self._shutdown.wait()
         await self.stop(self.shutdown_grace_s)
 
+    workers: int = 1
+
     @classmethod
-    def build(cls, config: Config, loop, arena: StatsArena | None = None) -> "Linker":
+    def build(cls, config: Config, loop, arena: StatsArena | None = None,
+              workers: int = 1) -> "Linker":
         """Construct every part without binding (so config errors surface first)."""
         from fastmesh.unsupported import check_supported
         check_supported(config)
-        linker = cls(config=config, loop=loop, arena=arena or StatsArena())
+        linker = cls(config=config, loop=loop, arena=arena or StatsArena(), workers=workers)
         linker.namers = build_namers(config)
         for i, rc in enumerate(config.routers):
             linker._build_router(i, rc)
@@ -244,7 +247,8 @@ class Linker:
                               self.loop)
             core.clear_context = sc.clear_context
             core.max_call_depth = getattr(sc, "max_call_depth", 1000) or 1000
-            core.max_concurrent = sc.max_concurrent_requests or 0
+            # With N workers each takes its share (connections spread by SO_REUSEPORT).
+            core.max_concurrent = -(-(sc.max_concurrent_requests or 0) // self.workers)
             core.timestamp_header = sc.timestamp_header.encode() if sc.timestamp_header else None
             opts = sc.socket_options
             core.tcp_keepalive = bool(opts and opts.keep_alive)

@@ -20,7 +20,7 @@ import time
 log = logging.getLogger("fastmesh.workers")
 
 
-def _fork_worker(config, arena, index: int) -> int:
+def _fork_worker(config, arena, index: int, count: int) -> int:
     pid = os.fork()
     if pid == 0:  # child
         code = 1
@@ -30,7 +30,7 @@ def _fork_worker(config, arena, index: int) -> int:
             pool.reseed()
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent coordinates shutdown
             from fastmesh.cli import run_single
-            code = run_single(config, arena=arena, reuse_port=True, admin=False)
+            code = run_single(config, arena=arena, reuse_port=True, admin=False, workers=count)
         except BaseException:
             logging.getLogger("fastmesh").exception("worker %d crashed", index)
         finally:
@@ -60,7 +60,7 @@ def run_workers(config, n: int) -> int:
     arena = StatsArena()
     workers: dict[int, int] = {}
     for i in range(n):
-        workers[_fork_worker(config, arena, i)] = i
+        workers[_fork_worker(config, arena, i, n)] = i
 
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -101,7 +101,7 @@ def run_workers(config, n: int) -> int:
             if index is not None and not stopping:
                 log.warning("worker %d (pid %d) exited with status %s; restarting", index, pid,
                             status)
-                workers[_fork_worker(config, arena, index)] = index
+                workers[_fork_worker(config, arena, index, n)] = index
 
     loop.add_signal_handler(signal.SIGTERM, stop)
     loop.add_signal_handler(signal.SIGINT, stop)

@@ -39,10 +39,12 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
 class FastmeshProcess:
     """`fastmesh run` on a config text; `{admin}` in the text is replaced by a free port."""
 
-    def __init__(self, config_text: str, *, admin_port: int | None = None, env: dict | None = None):
+    def __init__(self, config_text: str, *, admin_port: int | None = None, env: dict | None = None,
+                 workers: int = 1):
         self.admin_port = admin_port or free_port()
         self.config_text = config_text.replace("{admin}", str(self.admin_port))
         self.env = env
+        self.workers = workers
         self.proc: subprocess.Popen | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="fm-test-")
         self.log_path = os.path.join(self._dir.name, "fastmesh.log")
@@ -51,7 +53,8 @@ class FastmeshProcess:
         cfg = os.path.join(self._dir.name, "config.yaml")
         with open(cfg, "w") as f:
             f.write(self.config_text)
-        self.proc = subprocess.Popen([sys.executable, "-m", "fastmesh", "run", cfg],
+        self.proc = subprocess.Popen([sys.executable, "-m", "fastmesh", "run",
+                                      "--workers", str(self.workers), cfg],
                                      stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT,
                                      env={**os.environ, **(self.env or {})})
         try:

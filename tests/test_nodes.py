@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -139,7 +140,15 @@ def test_two_netns_nodes_reach_each_other_and_root_then_vanish():
         n2.wait_for_port(7003, 10, ip="127.0.0.1")
         res = n2.run([sys.executable, "-c", CLIENT, "127.0.0.1", "7003"], capture_output=True, text=True, timeout=20)
         assert res.stdout.strip() == "local from 127.0.0.1 to 127.0.0.1"
-        pids = [p.pid for p in (server, s1, s3)]
+        # A real HTTP server on the pod address, fetched with curl from the root namespace.
+        web = n2.popen([sys.executable, "-m", "http.server", "--bind", pod, "7006"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        n2.wait_for_port(7006, 10, ip=pod)
+        if shutil.which("curl"):
+            res = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{remote_ip}",
+                                  f"http://{pod}:7006/"], capture_output=True, text=True, timeout=20)
+            assert res.stdout == f"200 {pod}", res.stderr
+        pids = [p.pid for p in (server, s1, s3, web)]
         tag = mesh.tag
     # Everything it created is gone, and the servers (still running) were killed.
     assert not (names & (_netns_names() | _links()))

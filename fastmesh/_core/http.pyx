@@ -282,6 +282,21 @@ cdef inline bint _is_scheme_char(char c) noexcept:
         or c == c'+' or c == c'-' or c == c'.'
 
 
+cdef int64_t _parse_length(bytes value) except -2:
+    # Content-Length digits (llhttp has validated them already); no int() allocation.
+    cdef const char* p = PyBytes_AS_STRING(value)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value), i
+    cdef int64_t v = 0
+    for i in range(n):
+        if c'0' <= p[i] <= c'9':
+            v = v * 10 + (p[i] - c'0')
+            if v > 0x7FFFFFFFFFFFFF:
+                raise ValueError("Content-Length too large")
+        elif p[i] != c' ' and p[i] != c'\t':
+            raise ValueError(f"invalid Content-Length {value!r}")
+    return v
+
+
 cdef bytes _lower(const char* p, Py_ssize_t n):
     cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
     cdef char* q = PyBytes_AS_STRING(out)
@@ -397,7 +412,7 @@ cdef class RequestHead:
             self.host = value
         elif kind == H_CONTENT_LENGTH:
             self.has_length = True
-            self.content_length = int(value)
+            self.content_length = _parse_length(value)
         elif kind == H_TRANSFER_ENCODING:
             self.chunked = value.rstrip().lower().endswith(b"chunked")
         elif kind == H_CONNECTION:
@@ -558,7 +573,7 @@ cdef class ResponseHead:
             self.headers.add(b"\r\n", 2)
         elif kind == H_CONTENT_LENGTH:
             self.has_length = True
-            self.content_length = int(value)
+            self.content_length = _parse_length(value)
         elif kind == H_TRANSFER_ENCODING:
             self.chunked = value.rstrip().lower().endswith(b"chunked")
         elif kind == H_CONNECTION:

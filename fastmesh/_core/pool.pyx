@@ -13,7 +13,7 @@ import os
 
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport uint64_t, int64_t
-from fastmesh._core.stats cimport StatBlock
+from fastmesh._core.stats cimport StatBlock, now_us
 
 
 cdef uint64_t _rng_state = <uint64_t>int.from_bytes(os.urandom(8), "little") | 1
@@ -159,6 +159,8 @@ cdef class Client:
             return None
         if n == 1:
             return <Endpoint>eps[0]
+        if now == 0:
+            now = now_us()
         i = <Py_ssize_t>(fast_random() % <uint64_t>n)
         j = <Py_ssize_t>(fast_random() % <uint64_t>(n - 1))
         if j >= i:

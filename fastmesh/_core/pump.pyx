@@ -417,7 +417,7 @@ cdef class ServerConn:
                                                         True)
         client = route.pick()
         self.client = client
-        ep = client.pick(now_us()) if client is not None else None
+        ep = client.pick(0) if client is not None else None
         if ep is None:
             self._respond_error(self.core.router.no_hosts_response(self, route, client),
                                 False, 502)
@@ -589,7 +589,7 @@ cdef class ServerConn:
             ep.outstanding -= 1
             self.endpoint = None
             if self.attempts < MAX_ATTEMPTS and len(client.endpoints) > 1:
-                nxt = client.pick(now_us())
+                nxt = client.pick(0)
                 if nxt is not None and nxt is not ep:
                     _count(client.stats, ST_REQUEUES, 1)
                     self._use_endpoint(nxt)
@@ -700,7 +700,7 @@ cdef class ServerConn:
         self.retries += 1
         _count(route.service_stats, ST_RETRIES, 1)
         client = route.pick()
-        ep = client.pick(now_us()) if client is not None else None
+        ep = client.pick(0) if client is not None else None
         if ep is None:
             self._respond_error(self.core.router.no_hosts_response(self, route, client),
                                 False, 502)

@@ -76,6 +76,23 @@ def run_single(config, *, arena=None, reuse_port: bool = False, admin: bool = Tr
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    """The config checks, then what `run` would refuse (unsupported kinds and keys, namer
+    directories, TLS files) — still without binding a port."""
+    from fastmesh.config import ConfigError, load_config, run_check
+    from fastmesh.linker import validate
+    try:
+        config = load_config(args.config)
+    except (ConfigError, OSError):
+        return run_check(args)  # reports the error in its own format
+    try:
+        validate(config)
+    except ConfigError as exc:
+        print(f"fastmesh: invalid config: {exc}", file=sys.stderr)
+        return 1
+    return run_check(args)
+
+
 def _delegate(args: argparse.Namespace) -> int:
     from fastmesh.delegate_cmd import run_delegate
     return run_delegate(args)
@@ -97,7 +114,9 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(args.bench_args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; `only="run"` builds just that subcommand, so the proxy process does
+    not import what other subcommands need (`certs` pulls in cryptography: ~10 MB RSS)."""
     p = argparse.ArgumentParser(prog="fastmesh", description=__doc__.splitlines()[0])
     p.add_argument("--log-level", default=os.environ.get("FASTMESH_LOG", "info"))
     sub = p.add_subparsers(dest="command", required=True)
@@ -108,11 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="event-loop processes sharing the ports (SO_REUSEPORT); "
                           "default: the CPUs this process may run on")
     run.set_defaults(func=_run)
+    if only == "run":
+        return p
 
-    from fastmesh.config import add_check_arguments, run_check
+    from fastmesh.config import add_check_arguments
     check = sub.add_parser("check", help="validate a config without binding ports")
     add_check_arguments(check)
-    check.set_defaults(func=run_check)
+    check.set_defaults(func=_check)
 
     from fastmesh.delegate_cmd import add_delegate_arguments
     dlg = sub.add_parser("delegate", help="show how a path delegates through a dtab")
@@ -148,7 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    words = [a for a in argv if not a.startswith("-")]
+    only = "run" if words[:1] == ["run"] and "-h" not in argv and "--help" not in argv else None
+    args = build_parser(only).parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args) or 0)

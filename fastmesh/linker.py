@@ -151,6 +151,14 @@ def server_ssl_context(sc: ServerConfig):
                           protocols=list(t.protocols) if t.protocols else None)
 
 
+def validate(config: Config) -> None:
+    """Everything `fastmesh run` checks before binding (unsupported keys and kinds, namer
+    directories, TLS files), without binding or watching anything. Raises ConfigError."""
+    linker = Linker.build(config, None, StatsArena(256))
+    for namer in linker.namers:
+        namer.close()
+
+
 @dataclass
 class RunningServer:
     router: str

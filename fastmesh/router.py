@@ -379,6 +379,11 @@ class Router:
             for conn in waiter.conns:
                 conn.route_ready(route)
 
+    def set_dtab(self, dtab: Dtab) -> None:
+        """Replace the base dtab: every cached name is re-bound in place (not flushed)."""
+        self.dtab = dtab
+        self.refresh()
+
     def invalidate(self) -> None:
         """Forget every cached route (dtab replaced); the next request re-binds."""
         self.routes.clear()

@@ -17,18 +17,38 @@ Config mapping (linkerd key → argument):
   concatenated into one bundle), ``trustCertsBundle``, ``disableValidation``,
   ``clientAuth: {certPath, keyPath, intermediateCertsPath}``, ``protocols``.
 
+Loading without ``cryptography``. A proxy process must stay small (importing
+``cryptography.x509`` alone costs about 9 MB of RSS), so the normal path uses the ``ssl``
+module only: PEM blocks are cut out of the files textually (fastmesh.tls_certinfo) and
+handed to OpenSSL as clean PEM (certificate chain and key through an in-memory file, trust
+certificates as ``cadata``); OpenSSL parses them and refuses a key that does not belong to
+the certificate; the validity dates and the subject for messages come from a small DER
+reader (fastmesh.tls_certinfo). ``cryptography`` is imported only (a) when that path
+fails: fastmesh.tls_diagnose re-reads the files to say exactly what is wrong (or to read
+what the small reader does not), (b) in legacy anchor mode (fastmesh.tls_legacy), and
+(c) by the public loaders ``load_pem_certs`` / ``load_private_key``.
+
 Legacy anchor mode. The linkerd example's CA expired in 2016. Java ignores the validity
 dates of a trust anchor; OpenSSL does not, so a plain ``ssl`` client would refuse every
 handshake with the blog's own Secret. When a configured trust certificate is out of its
 validity period, ``client_tls`` logs one warning naming the file and date and switches
 that client to legacy anchor mode: OpenSSL runs the handshake without verifying
 (``CERT_NONE``; the handshake itself still proves the peer holds the leaf's key) and the
-peer is verified right after the handshake, in Python with ``cryptography``: signature
-chain up to one of the trust anchors (RSA or EC), every non-anchor certificate's dates,
-and the name (SAN DNS, else the subject CN). Only the anchors' dates are ignored. The
-check is hooked into the SSL object's ``do_handshake`` so uvloop/asyncio report a refused
-peer as a failed handshake (``ssl.SSLCertVerificationError``) without the caller doing
-anything; ``post_handshake_check`` runs the same check on demand.
+peer is verified right after the handshake, in Python with ``cryptography``
+(fastmesh.tls_legacy): signature chain up to one of the trust anchors (RSA or EC), every
+non-anchor certificate's dates, and the name (SAN DNS, else the subject CN). Only the
+anchors' dates are ignored. The check is hooked into the SSL object's ``do_handshake`` so
+uvloop/asyncio report a refused peer as a failed handshake (``ssl.SSLCertVerificationError``)
+without the caller doing anything; ``post_handshake_check`` runs the same check on demand.
+
+SSL objects without a Python frame per record. uvloop's TLS transport caches the
+``read``/``write``/``pending`` bound methods of the object ``wrap_bio`` returns and calls
+them for every TLS record. On a stock ``ssl.SSLObject`` those are Python wrappers around
+the C methods of its ``_sslobj``; both contexts built here return SSL objects whose
+instance attributes ``read``, ``write``, ``pending`` are those C methods themselves, so
+the transport calls OpenSSL without a Python frame. They take positional arguments only:
+``read(n)``, ``read(n, buffer)``, ``write(data)``, ``pending()`` (what uvloop and asyncio
+call; the keyword and no-argument forms of the wrapper are not available).
 """
 
 from __future__ import annotations
@@ -36,20 +56,21 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime
-import ipaddress
 import logging
 import os
 import ssl
-import tempfile
-from dataclasses import dataclass, field
+import types
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from fastmesh.tls_certinfo import (CertFormatError, CertInfo, PemBlock, parse_certificate, pem_blocks,
+                                   validity_problem)
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from fastmesh.tls_legacy import LegacyAnchorCheck
 
 __all__ = [
     "TlsConfigError", "ClientAuthConfig", "ClientTls", "server_context", "client_tls",
@@ -67,7 +88,6 @@ PROTOCOL_VERSIONS: dict[str, ssl.TLSVersion] = {
     "TLSv1.3": ssl.TLSVersion.TLSv1_3,
 }
 _UNSUPPORTED_PROTOCOLS = ("SSLv2", "SSLv2Hello", "SSLv3")
-
 # linkerd takes Java (IANA) cipher suite names; OpenSSL has its own. Name → (OpenSSL name,
 # IANA code point). The code point lets a test check each row against OpenSSL's own id.
 IANA_CIPHERS: dict[str, tuple[str, int]] = {
@@ -102,22 +122,15 @@ _TLS13_SUITES = ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA
 # Both sides speak HTTP/1.1 only; advertising it costs nothing and lets peers skip h2.
 ALPN_PROTOCOLS = ["http/1.1"]
 
-# OpenSSL verify codes, reused for the legacy-mode errors so logs read alike in both modes.
-_X509_V_ERR_CERT_SIGNATURE_FAILURE = 7
-_X509_V_ERR_CERT_NOT_YET_VALID = 9
-_X509_V_ERR_CERT_HAS_EXPIRED = 10
-_X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY = 20
-_X509_V_ERR_INVALID_CA = 24
-_X509_V_ERR_INVALID_PURPOSE = 26
-_X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION = 34
-_X509_V_ERR_HOSTNAME_MISMATCH = 62
+# Public-key algorithms of the certificates the fast path loads (subjectPublicKeyInfo
+# algorithm OIDs: rsaEncryption, id-ecPublicKey, Ed25519, Ed448). Anything else goes through
+# tls_diagnose, which refuses unsupported key types by name.
+_FAST_KEY_ALGORITHMS = frozenset({"1.2.840.113549.1.1.1", "1.2.840.10045.2.1", "1.3.101.112", "1.3.101.113"})
+# Unencrypted private key blocks OpenSSL reads: PKCS#8 and the traditional RSA/EC forms.
+_FAST_KEY_LABELS = frozenset({"PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"})
 
-_SHA256 = hashes.SHA256()
-_MAX_CHAIN_DEPTH = 10        # bounds the legacy-mode path search
-_VERIFIED_CACHE_SIZE = 256   # legacy mode: leaves already verified (dates are re-checked)
-
-# Trust files already warned about (path, fingerprint): one warning per process, not one
-# per router or per reload.
+# Trust files already warned about (path, certificate DER): one warning per process, not
+# one per router or per reload.
 _warned_anchors: set[tuple[str, bytes]] = set()
 
 
@@ -127,7 +140,8 @@ class TlsConfigError(ValueError):
 
 # --------------------------------------------------------------------------- loading
 
-def _read(path: str | os.PathLike[str], what: str) -> bytes:
+def read_pem_file(path: str | os.PathLike[str], what: str) -> bytes:
+    """The bytes of a configured TLS file; ``TlsConfigError`` naming it when it cannot be read."""
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
@@ -139,94 +153,74 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
 
 
 def load_pem_certs(path: str | os.PathLike[str], what: str = "certificate file") -> list[x509.Certificate]:
-    """All certificates in a PEM file, in file order.
+    """All certificates in a PEM file, in file order, as ``cryptography`` certificates.
 
-    Text outside the ``-----BEGIN CERTIFICATE-----`` blocks is skipped (the linkerd example's
-    ``certificate.pem`` starts with ``openssl x509 -text`` output); CRLF line ends are fine.
-    Raises ``TlsConfigError`` naming the path when there is no readable certificate.
+    Text outside the ``-----BEGIN CERTIFICATE-----`` blocks is skipped; CRLF line ends are
+    fine. Raises ``TlsConfigError`` naming the path when there is no readable certificate.
+    Imports ``cryptography`` (fastmesh.tls_diagnose); the contexts built here do not need it.
     """
-    data = _read(path, what)
-    if b"-----BEGIN CERTIFICATE-----" not in data:
-        hint = ""
-        if b"PRIVATE KEY-----" in data:
-            hint = " (it holds a private key: certPath and keyPath swapped?)"
-        elif data[:1] == b"\x30":
-            hint = " (it looks like DER; convert it with `openssl x509 -inform der -out FILE.pem`)"
-        raise TlsConfigError(f"{what} {path}: no PEM certificate "
-                             f"('-----BEGIN CERTIFICATE-----' block) found{hint}")
-    try:
-        return x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
-        raise TlsConfigError(f"{what} {path}: a PEM certificate block cannot be parsed ({exc})") from None
+    from fastmesh.tls_diagnose import load_pem_certs as load
+    return load(path, what)
 
 
 def load_private_key(path: str | os.PathLike[str], what: str = "private key file"):
-    """The unencrypted private key in a PEM file: PKCS#8 (``BEGIN PRIVATE KEY``, what linkerd
-    requires) or traditional (``BEGIN RSA PRIVATE KEY`` / ``BEGIN EC PRIVATE KEY``)."""
-    data = _read(path, what)
-    if b"ENCRYPTED PRIVATE KEY-----" in data or b"Proc-Type: 4,ENCRYPTED" in data:
-        raise TlsConfigError(f"{what} {path}: encrypted private keys are not supported "
-                             "(linkerd takes an unencrypted PKCS#8 key; decrypt it with "
-                             "`openssl pkcs8 -topk8 -nocrypt`)")
-    if b"PRIVATE KEY-----" not in data:
-        hint = ""
-        if b"-----BEGIN CERTIFICATE-----" in data:
-            hint = " (it holds a certificate: certPath and keyPath swapped?)"
-        raise TlsConfigError(f"{what} {path}: no PEM private key "
-                             f"('-----BEGIN PRIVATE KEY-----' block) found{hint}")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise TlsConfigError(f"{what} {path}: the private key cannot be parsed ({exc})") from None
-    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey,
-                            ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
-        raise TlsConfigError(f"{what} {path}: key type {type(key).__name__} is not supported "
-                             "(use RSA or EC)")
-    return key
+    """The unencrypted private key in a PEM file (PKCS#8, or traditional RSA/EC), as a
+    ``cryptography`` key. Imports ``cryptography`` (fastmesh.tls_diagnose)."""
+    from fastmesh.tls_diagnose import load_private_key as load
+    return load(path, what)
 
 
-def _spki(public_key) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER,
-                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+@dataclass(frozen=True)
+class IdentityMaterial:
+    """A certificate chain (leaf first) and its key, as clean PEM for OpenSSL."""
+
+    chain_pem: bytes
+    key_pem: bytes
+    leaf: CertInfo
 
 
-def _pem(certs: Sequence[x509.Certificate]) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+def _cert_blocks(data: bytes) -> list[CertInfo]:
+    """Every certificate in a PEM text; ``CertFormatError`` when there is none or one is
+    outside what tls_certinfo reads (the caller then asks tls_diagnose)."""
+    infos = [parse_certificate(b.der) for b in pem_blocks(data) if b.label == "CERTIFICATE"]
+    if not infos:
+        raise CertFormatError("no CERTIFICATE block")
+    return infos
 
 
-def _utc(dt: datetime.datetime) -> datetime.datetime:
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=datetime.timezone.utc)
+def _cert_pem(info: CertInfo) -> bytes:
+    return PemBlock("CERTIFICATE", info.der).pem()
 
 
-def _not_before(cert: x509.Certificate) -> datetime.datetime:
-    # cryptography >= 42 has the *_utc properties; older ones return naive UTC datetimes.
-    return getattr(cert, "not_valid_before_utc", None) or _utc(cert.not_valid_before)
+def _identity_fast(cert_data: bytes, intermediate_data: bytes | None, key_data: bytes) -> IdentityMaterial:
+    """The identity read without ``cryptography``; ``CertFormatError`` when it cannot be."""
+    certs = _cert_blocks(cert_data)
+    if intermediate_data is not None:
+        certs += _cert_blocks(intermediate_data)
+    if certs[0].key_algorithm not in _FAST_KEY_ALGORITHMS:
+        raise CertFormatError(f"certificate key algorithm {certs[0].key_algorithm}")
+    keys = [b for b in pem_blocks(key_data) if b.label.endswith("PRIVATE KEY")]
+    if not keys or keys[0].label not in _FAST_KEY_LABELS or keys[0].encrypted:
+        raise CertFormatError("no unencrypted private key block")
+    return IdentityMaterial(chain_pem=b"".join(_cert_pem(c) for c in certs),
+                            key_pem=keys[0].pem(), leaf=certs[0])
 
 
-def _not_after(cert: x509.Certificate) -> datetime.datetime:
-    return getattr(cert, "not_valid_after_utc", None) or _utc(cert.not_valid_after)
+class _KeyWantsPassword(Exception):
+    """OpenSSL asked for a password: the key is encrypted (never prompt on a terminal)."""
 
 
-def _date_problem(cert: x509.Certificate, now: datetime.datetime) -> tuple[int, str] | None:
-    """(OpenSSL verify code, text) when ``cert`` is not valid at ``now``, else None."""
-    if now > _not_after(cert):
-        return _X509_V_ERR_CERT_HAS_EXPIRED, f"expired on {_not_after(cert):%Y-%m-%d %H:%M:%S} UTC"
-    if now < _not_before(cert):
-        return _X509_V_ERR_CERT_NOT_YET_VALID, f"not valid before {_not_before(cert):%Y-%m-%d %H:%M:%S} UTC"
-    return None
-
-
-def _subject(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string() or "<empty subject>"
+def _refuse_password() -> bytes:
+    raise _KeyWantsPassword()
 
 
 @contextlib.contextmanager
 def _private_file(data: bytes) -> Iterator[str]:
     """A path OpenSSL can open holding ``data``, gone when the block ends.
 
-    ``ssl.SSLContext.load_cert_chain`` only reads files. We hand it a copy normalised by
-    ``cryptography`` (so what we validated is what OpenSSL loads), kept in memory (memfd)
-    where the platform allows, else in a 0700 temporary directory.
+    ``ssl.SSLContext.load_cert_chain`` only reads files. We hand it a clean copy (so what
+    we read is what OpenSSL loads), kept in memory (memfd) where the platform allows, else
+    in a 0700 temporary directory.
     """
     if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
         fd = os.memfd_create("fastmesh-tls", getattr(os, "MFD_CLOEXEC", 0))
@@ -238,6 +232,7 @@ def _private_file(data: bytes) -> Iterator[str]:
         finally:
             os.close(fd)
         return
+    import tempfile  # only where there is no memfd
     with tempfile.TemporaryDirectory(prefix="fastmesh-tls-") as tmp:
         path = os.path.join(tmp, "material.pem")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -248,38 +243,60 @@ def _private_file(data: bytes) -> Iterator[str]:
         yield path
 
 
+def _use_identity(ctx: ssl.SSLContext, material: IdentityMaterial) -> None:
+    """Load ``material`` into ``ctx``; OpenSSL refuses a key of another certificate."""
+    with _private_file(material.chain_pem) as chain_file, _private_file(material.key_pem) as key_file:
+        ctx.load_cert_chain(chain_file, key_file, password=_refuse_password)
+
+
 def _load_identity(ctx: ssl.SSLContext, cert_path: str | os.PathLike[str],
                    key_path: str | os.PathLike[str],
                    intermediate_certs_path: str | os.PathLike[str] | None, role: str) -> None:
     """Load a certificate (+ chain) and its key into ``ctx`` after checking they belong together."""
-    certs = load_pem_certs(cert_path, f"{role} certificate (certPath)")
+    cert_data = read_pem_file(cert_path, f"{role} certificate (certPath)")
+    intermediate_data = None
     if intermediate_certs_path is not None:
-        certs += load_pem_certs(intermediate_certs_path, f"{role} intermediate certificates "
-                                "(intermediateCertsPath)")
-    key = load_private_key(key_path, f"{role} private key (keyPath)")
-    leaf = certs[0]
-    if _spki(leaf.public_key()) != _spki(key.public_key()):
-        raise TlsConfigError(f"{role} private key {key_path} does not belong to the certificate "
-                             f"in {cert_path} ({_subject(leaf)})")
-    problem = _date_problem(leaf, datetime.datetime.now(datetime.timezone.utc))
+        intermediate_data = read_pem_file(intermediate_certs_path, f"{role} intermediate certificates "
+                                          "(intermediateCertsPath)")
+    key_data = read_pem_file(key_path, f"{role} private key (keyPath)")
+    try:
+        material = _identity_fast(cert_data, intermediate_data, key_data)
+        _use_identity(ctx, material)
+    except (CertFormatError, ssl.SSLError, _KeyWantsPassword):
+        # Something is off (or outside what tls_certinfo reads): cryptography says what, or
+        # reads it.
+        from fastmesh import tls_diagnose
+        material = tls_diagnose.read_identity(cert_path, key_path, intermediate_certs_path, role)
+        try:
+            _use_identity(ctx, material)
+        except (ssl.SSLError, _KeyWantsPassword) as exc:
+            raise TlsConfigError(f"{role} certificate {cert_path} / key {key_path}: OpenSSL "
+                                 f"refused them ({getattr(exc, 'reason', None) or exc})") from None
+    problem = validity_problem(material.leaf.not_before, material.leaf.not_after,
+                               datetime.datetime.now(datetime.timezone.utc))
     if problem is not None:
         log.warning("%s certificate %s (%s) %s: peers will refuse it", role, cert_path,
-                    _subject(leaf), problem[1])
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    with _private_file(_pem(certs)) as chain_file, _private_file(key_pem) as key_file:
-        try:
-            ctx.load_cert_chain(chain_file, key_file)
-        except ssl.SSLError as exc:
-            raise TlsConfigError(f"{role} certificate {cert_path} / key {key_path}: OpenSSL "
-                                 f"refused them ({exc.reason or exc})") from None
+                    material.leaf.subject_text, problem[1])
 
 
-def _load_trust(paths: Sequence[str | os.PathLike[str]], what: str) -> list[tuple[str, x509.Certificate]]:
-    out: list[tuple[str, x509.Certificate]] = []
-    for path in paths:
-        out += [(str(path), c) for c in load_pem_certs(path, what)]
-    return out
+def _load_trust(ctx: ssl.SSLContext, paths: Sequence[str | os.PathLike[str]],
+                what: str) -> list[tuple[str, CertInfo]]:
+    """Make the certificates in ``paths`` the trust anchors of ``ctx``; (path, certificate) of each."""
+    files = [(str(path), read_pem_file(path, what)) for path in paths]
+    try:
+        anchors = [(path, info) for path, data in files for info in _cert_blocks(data)]
+    except CertFormatError:
+        from fastmesh import tls_diagnose
+        anchors = tls_diagnose.read_trust(paths, what)
+    try:
+        # cadata takes concatenated DER certificates as well as PEM text.
+        ctx.load_verify_locations(cadata=b"".join(info.der for _, info in anchors))
+    except ssl.SSLError as exc:
+        from fastmesh import tls_diagnose
+        tls_diagnose.read_trust(paths, what)  # raises the precise error when it finds one
+        raise TlsConfigError(f"{what} {', '.join(p for p, _ in files)}: OpenSSL refused the "
+                             f"certificates ({exc.reason or exc})") from None
+    return anchors
 
 
 # --------------------------------------------------------------------------- protocols/ciphers
@@ -357,6 +374,39 @@ def _apply_versions_and_ciphers(ctx: ssl.SSLContext, protocols: Sequence[str] | 
         ctx.minimum_version = low
 
 
+
+# --------------------------------------------------------------------------- SSL objects
+
+class _DirectSSLObject(ssl.SSLObject):
+    """An SSLObject whose ``read``/``write``/``pending`` are the C methods of its
+    ``_SSLSocket`` (see ``_direct_io``). Slots rather than instance-dict entries: a proxy
+    holds one of these per connection."""
+
+    __slots__ = ("read", "write", "pending")
+
+
+def _direct_io(sslobj: ssl.SSLObject) -> ssl.SSLObject:
+    """Set ``read``/``write``/``pending`` of a new SSL object to the C methods (module
+    docstring: uvloop caches them and calls them per TLS record)."""
+    inner = getattr(sslobj, "_sslobj", None)  # the stdlib's C object
+    if inner is not None:
+        sslobj.read, sslobj.write, sslobj.pending = inner.read, inner.write, inner.pending
+    else:  # a Python without it: the stock wrappers, bound (the slots must hold something)
+        sslobj.read = types.MethodType(ssl.SSLObject.read, sslobj)
+        sslobj.write = types.MethodType(ssl.SSLObject.write, sslobj)
+        sslobj.pending = types.MethodType(ssl.SSLObject.pending, sslobj)
+    return sslobj
+
+
+class _MeshServerContext(ssl.SSLContext):
+    """The server SSLContext: its SSL objects call OpenSSL without Python frames (``_direct_io``)."""
+
+    sslobject_class = _DirectSSLObject
+
+    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):
+        return _direct_io(super().wrap_bio(incoming, outgoing, server_side, server_hostname, session))
+
+
 # --------------------------------------------------------------------------- server
 
 def server_context(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str], *,
@@ -372,25 +422,24 @@ def server_context(cert_path: str | os.PathLike[str], key_path: str | os.PathLik
     Session tickets are on (resumption saves the peer a full handshake); ALPN offers
     ``http/1.1``. Raises ``TlsConfigError`` naming the bad file and what is wrong.
     """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx = _MeshServerContext(ssl.PROTOCOL_TLS_SERVER)
     _load_identity(ctx, cert_path, key_path, intermediate_certs_path, "server")
     ctx.options &= ~ssl.OP_NO_TICKET
     ctx.set_alpn_protocols(ALPN_PROTOCOLS)
     # v1 CAs (like the linkerd example's) are no CAs under X509_STRICT.
     ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT
     if ca_cert_path is not None:
-        anchors = _load_trust([ca_cert_path], "server client-CA file (caCertPath)")
+        anchors = _load_trust(ctx, [ca_cert_path], "server client-CA file (caCertPath)")
         now = datetime.datetime.now(datetime.timezone.utc)
         for path, cert in anchors:
-            problem = _date_problem(cert, now)
+            problem = validity_problem(cert.not_before, cert.not_after, now)
             if problem is not None and require_client_auth:
                 # Legacy anchor mode exists for clients only (it needs a post-handshake hook
                 # the server side of uvloop's transport does not give us).
                 log.warning("client-CA certificate %s (%s) %s: OpenSSL will refuse client "
                             "certificates chained to it (ignoring an anchor's dates is not "
                             "supported on the server side); replace it (`fastmesh certs`)",
-                            path, _subject(cert), problem[1])
-        ctx.load_verify_locations(cadata=_pem([c for _, c in anchors]).decode("ascii"))
+                            path, cert.subject_text, problem[1])
     if require_client_auth:
         if ca_cert_path is None:
             ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
@@ -435,13 +484,15 @@ def offer_session(session: ssl.SSLSession | None) -> None:
     _offered_session.set(session)
 
 
-class _MeshSSLObject(ssl.SSLObject):
+class _MeshSSLObject(_DirectSSLObject):
     """An SSLObject whose handshake ends with the context's peer check (legacy anchor mode).
 
     uvloop's and asyncio's TLS transports drive ``do_handshake()`` on the object returned
     by ``SSLContext.wrap_bio``; raising ``SSLCertVerificationError`` here fails the
     handshake exactly as an OpenSSL verification failure would.
     """
+
+    __slots__ = ()
 
     def do_handshake(self) -> None:
         super().do_handshake()
@@ -461,7 +512,8 @@ class _MeshSSLSocket(ssl.SSLSocket):
 
 
 class _MeshClientContext(ssl.SSLContext):
-    """A client SSLContext that can resume a session offered with ``offer_session``.
+    """A client SSLContext whose SSL objects call OpenSSL without Python frames
+    (``_direct_io``) and that can resume a session offered with ``offer_session``.
 
     asyncio's ``create_connection`` has no ``session`` argument; the transport calls
     ``wrap_bio`` in the connecting task's context, which is where the offer is read.
@@ -476,11 +528,11 @@ class _MeshClientContext(ssl.SSLContext):
             session = _offered_session.get()
         if session is not None:
             try:
-                return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+                return _direct_io(super().wrap_bio(incoming, outgoing, server_side, server_hostname, session))
             except ValueError:
                 # A session of another context: resumption is an optimisation, go without.
                 pass
-        return super().wrap_bio(incoming, outgoing, server_side, server_hostname)
+        return _direct_io(super().wrap_bio(incoming, outgoing, server_side, server_hostname))
 
 
 @dataclass
@@ -505,27 +557,39 @@ class ClientTls:
 
     context: ssl.SSLContext
     server_hostname: str | None
-    # Non-empty: legacy anchor mode with these anchors (path, certificate).
-    legacy_anchors: tuple[tuple[str, x509.Certificate], ...] = ()
-    # Legacy mode: leaf DER → (not before, not after) of its verified chain, anchors excluded.
-    _verified: dict[bytes, tuple[datetime.datetime, datetime.datetime]] = field(
-        default_factory=dict, repr=False, init=False)
+    # Set in legacy anchor mode only (fastmesh.tls_legacy, which imports cryptography).
+    legacy: LegacyAnchorCheck | None = None
 
     @property
     def legacy_anchor_mode(self) -> bool:
-        return bool(self.legacy_anchors)
+        return self.legacy is not None
+
+    @property
+    def legacy_anchors(self) -> tuple[tuple[str, x509.Certificate], ...]:
+        """(path, certificate) of every trust certificate, in legacy anchor mode; else ()."""
+        return self.legacy.anchors if self.legacy is not None else ()
 
     def post_handshake_check(self, ssl_object: ssl.SSLObject | ssl.SSLSocket) -> None:
         """Raise ``ssl.SSLCertVerificationError`` if the peer must be refused (legacy anchor
         mode only; in normal mode OpenSSL already verified it during the handshake)."""
-        if not self.legacy_anchors:
-            return
-        _check_peer_legacy(self, ssl_object)
+        if self.legacy is not None:
+            self.legacy.check(ssl_object)
+
+
+def _client_auth_config(value: Any) -> ClientAuthConfig:
+    if isinstance(value, ClientAuthConfig):
+        return value
+    if isinstance(value, Mapping):
+        return ClientAuthConfig.from_mapping(value)
+    if isinstance(value, (tuple, list)) and len(value) in (2, 3):
+        # (certPath, keyPath[, intermediateCertsPath]), as fastmesh.linker passes it.
+        return ClientAuthConfig(*value)
+    raise TlsConfigError(f"clientAuth: expected certPath/keyPath settings, got {value!r}")
 
 
 def client_tls(common_name: str | None, *, trust_certs: Sequence[str] | None = None,
                trust_certs_bundle: str | None = None, disable_validation: bool = False,
-               client_auth: ClientAuthConfig | Mapping[str, Any] | None = None,
+               client_auth: ClientAuthConfig | Mapping[str, Any] | Sequence[str | None] | None = None,
                protocols: Sequence[str] | None = None) -> ClientTls:
     """The TLS side of a client with ``tls`` (the outgoing router's peers, 4140 → 4141).
 
@@ -533,6 +597,8 @@ def client_tls(common_name: str | None, *, trust_certs: Sequence[str] | None = N
     the certificate has no DNS SAN, as the JVM and OpenSSL both do), trusting the
     concatenation of ``trust_certs``, or ``trust_certs_bundle``, or else the system store.
     An out-of-date trust certificate switches on legacy anchor mode (module docstring).
+    ``client_auth``: a ``ClientAuthConfig``, linkerd's mapping, or (certPath, keyPath[,
+    intermediateCertsPath]).
     """
     if trust_certs is not None and trust_certs_bundle is not None:
         raise TlsConfigError("tls: set either trustCerts or trustCertsBundle, not both")
@@ -542,8 +608,8 @@ def client_tls(common_name: str | None, *, trust_certs: Sequence[str] | None = N
         raise TlsConfigError("tls: disableValidation cannot be combined with clientAuth")
     if not disable_validation and not common_name:
         raise TlsConfigError("tls is configured with validation but `commonName` is not set")
-    if isinstance(client_auth, Mapping):
-        client_auth = ClientAuthConfig.from_mapping(client_auth)
+    if client_auth is not None:
+        client_auth = _client_auth_config(client_auth)
 
     ctx = _MeshClientContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.set_alpn_protocols(ALPN_PROTOCOLS)
@@ -572,19 +638,18 @@ def client_tls(common_name: str | None, *, trust_certs: Sequence[str] | None = N
     if trust_certs is not None:
         if not trust_certs:
             raise TlsConfigError("tls.trustCerts: the list is empty")
-        anchors = _load_trust(trust_certs, "trust certificate (trustCerts)")
+        anchors = _load_trust(ctx, trust_certs, "trust certificate (trustCerts)")
     else:
-        anchors = _load_trust([trust_certs_bundle], "trust bundle (trustCertsBundle)")
-    ctx.load_verify_locations(cadata=_pem([c for _, c in anchors]).decode("ascii"))
+        anchors = _load_trust(ctx, [trust_certs_bundle], "trust bundle (trustCertsBundle)")
 
     now = datetime.datetime.now(datetime.timezone.utc)
     stale = [(path, cert, problem) for path, cert in anchors
-             if (problem := _date_problem(cert, now)) is not None]
+             if (problem := validity_problem(cert.not_before, cert.not_after, now)) is not None]
     if not stale:
         return ClientTls(ctx, common_name)
 
     for path, cert, (_, text) in stale:
-        key = (path, cert.fingerprint(_SHA256))
+        key = (path, cert.der)
         if key in _warned_anchors:
             continue
         _warned_anchors.add(key)
@@ -593,172 +658,15 @@ def client_tls(common_name: str | None, *, trust_certs: Sequence[str] | None = N
                     "verified in legacy anchor mode: the chain, the peer's own dates and its "
                     "name are checked, only this anchor's dates are ignored. Replace the "
                     "certificates (`fastmesh certs`) to leave this mode.",
-                    path, _subject(cert), text, common_name)
+                    path, cert.subject_text, text, common_name)
+    from fastmesh.tls_legacy import LegacyAnchorCheck  # imports cryptography
+    try:
+        legacy = LegacyAnchorCheck(common_name, [(path, cert.der) for path, cert in anchors])
+    except ValueError as exc:  # a certificate OpenSSL took but cryptography cannot read
+        raise TlsConfigError(f"trust certificates {', '.join(sorted({p for p, _ in anchors}))}: "
+                             f"legacy anchor mode cannot read them ({exc})") from None
     # The handshake runs unverified; _MeshSSLObject.do_handshake then calls the check.
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    tls = ClientTls(ctx, common_name, legacy_anchors=tuple(anchors))
-    ctx._fastmesh_peer_check = tls.post_handshake_check
-    return tls
-
-
-# --------------------------------------------------------------------------- legacy anchor mode
-
-def _verify_error(code: int, text: str) -> ssl.SSLCertVerificationError:
-    # (errno, strerror) as the ssl module raises it, so str(err) is the message itself.
-    err = ssl.SSLCertVerificationError(
-        1, f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {text} (legacy anchor mode)")
-    err.verify_code = code
-    err.verify_message = text
-    err.reason = "CERTIFICATE_VERIFY_FAILED"
-    err.library = "SSL"
-    return err
-
-
-def _peer_chain_der(ssl_object) -> list[bytes]:
-    """The certificates the peer sent, leaf first (DER)."""
-    chain: list[bytes] = []
-    getter = getattr(ssl_object, "get_unverified_chain", None)  # public from Python 3.13
-    if getter is None:
-        getter = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
-    if getter is not None:
-        for cert in getter() or ():
-            chain.append(cert if isinstance(cert, bytes)
-                         else cert.public_bytes(_ssl_encoding_der()))
-    if not chain:
-        # A resumed session may not carry the chain; the leaf is always there.
-        leaf = ssl_object.getpeercert(binary_form=True)
-        if leaf:
-            chain.append(leaf)
-    return chain
-
-
-def _ssl_encoding_der():
-    import _ssl  # the private Certificate objects of Python < 3.13 take _ssl's encoding enum
-    return _ssl.ENCODING_DER
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-
-
-def _check_extensions(cert: x509.Certificate, what: str, leaf: bool) -> None:
-    for ext in cert.extensions:
-        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
-            raise _verify_error(_X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION,
-                                f"{what} ({_subject(cert)}) has an unhandled critical extension {ext.oid.dotted_string}")
-    if leaf:
-        try:
-            ekus = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        except x509.ExtensionNotFound:
-            return
-        if ExtendedKeyUsageOID.SERVER_AUTH not in ekus and \
-                ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in ekus:
-            raise _verify_error(_X509_V_ERR_INVALID_PURPOSE,
-                                f"{what} ({_subject(cert)}) is not for TLS servers (no serverAuth EKU)")
-
-
-def _dns_match(pattern: str, name: str) -> bool:
-    pattern, name = pattern.rstrip(".").lower(), name.rstrip(".").lower()
-    if pattern == name:
-        return True
-    p_labels, n_labels = pattern.split("."), name.split(".")
-    # A wildcard stands for one whole left-most label, and not directly under a TLD
-    # (OpenSSL's rule with NO_PARTIAL_WILDCARDS, which Python sets).
-    return (p_labels[0] == "*" and len(p_labels) >= 3 and len(p_labels) == len(n_labels)
-            and "*" not in pattern[1:] and p_labels[1:] == n_labels[1:] and n_labels[0] != "")
-
-
-def _name_matches(cert: x509.Certificate, name: str) -> bool:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        san = None
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        ip = None
-    if ip is not None:
-        return san is not None and ip in san.get_values_for_type(x509.IPAddress)
-    dns_names = san.get_values_for_type(x509.DNSName) if san is not None else []
-    if dns_names:
-        return any(_dns_match(p, name) for p in dns_names)
-    # No DNS SAN: the subject CN (the linkerd example's v1 certificates have no SAN at all).
-    return any(_dns_match(str(a.value), name)
-               for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
-
-
-def _check_peer_legacy(tls: ClientTls, ssl_object) -> None:
-    chain_der = _peer_chain_der(ssl_object)
-    if not chain_der:
-        raise _verify_error(_X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, "the peer sent no certificate")
-    now = datetime.datetime.now(datetime.timezone.utc)
-    leaf_der = chain_der[0]
-    window = tls._verified.get(leaf_der)
-    if window is not None:
-        # This leaf's chain and name were verified before (a resumed session may not even
-        # carry the intermediates again); only the dates can have changed since.
-        if window[0] <= now <= window[1]:
-            return
-        tls._verified.pop(leaf_der, None)
-
-    try:
-        chain = [x509.load_der_x509_certificate(d) for d in chain_der]
-    except ValueError as exc:
-        raise _verify_error(_X509_V_ERR_CERT_SIGNATURE_FAILURE, f"peer certificate cannot be parsed ({exc})") from None
-    leaf = chain[0]
-    problem = _date_problem(leaf, now)
-    if problem is not None:
-        raise _verify_error(problem[0], f"peer certificate ({_subject(leaf)}) {problem[1]}")
-    _check_extensions(leaf, "peer certificate", leaf=True)
-    if tls.server_hostname is not None and not _name_matches(leaf, tls.server_hostname):
-        raise _verify_error(_X509_V_ERR_HOSTNAME_MISMATCH,
-                            f"Hostname mismatch, certificate ({_subject(leaf)}) is not valid "
-                            f"for {tls.server_hostname!r}")
-
-    anchors = [c for _, c in tls.legacy_anchors]
-    anchor_der = {c.public_bytes(serialization.Encoding.DER) for c in anchors}
-    current, used = leaf, {leaf_der}
-    valid_from, valid_to = _not_before(leaf), _not_after(leaf)
-    for _depth in range(_MAX_CHAIN_DEPTH):
-        if current.public_bytes(serialization.Encoding.DER) in anchor_der:
-            break  # the peer's certificate is itself trusted (dates checked above)
-        if any(_issued_by(current, anchor) for anchor in anchors):
-            break  # reached a trust anchor: its dates are deliberately not checked
-        nxt = None
-        for cand in chain[1:]:
-            der = cand.public_bytes(serialization.Encoding.DER)
-            if der not in used and _issued_by(current, cand):
-                nxt, used = cand, used | {der}
-                break
-        if nxt is None:
-            raise _verify_error(_X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
-                                f"certificate ({_subject(current)}, issuer {current.issuer.rfc4514_string()}) "
-                                "is not signed by any trust certificate")
-        if not _is_ca(nxt):
-            raise _verify_error(_X509_V_ERR_INVALID_CA,
-                                f"intermediate certificate ({_subject(nxt)}) is not a CA")
-        problem = _date_problem(nxt, now)
-        if problem is not None:
-            raise _verify_error(problem[0], f"intermediate certificate ({_subject(nxt)}) {problem[1]}")
-        _check_extensions(nxt, "intermediate certificate", leaf=False)
-        valid_from, valid_to = max(valid_from, _not_before(nxt)), min(valid_to, _not_after(nxt))
-        current = nxt
-    else:
-        raise _verify_error(_X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
-                            f"certificate chain longer than {_MAX_CHAIN_DEPTH}")
-
-    if len(tls._verified) >= _VERIFIED_CACHE_SIZE:
-        tls._verified.pop(next(iter(tls._verified)))
-    tls._verified[leaf_der] = (valid_from, valid_to)
+    ctx._fastmesh_peer_check = legacy.check
+    return ClientTls(ctx, common_name, legacy=legacy)

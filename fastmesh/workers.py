@@ -57,6 +57,13 @@ def run_workers(config, n: int) -> int:
     from fastmesh.config import ConfigError
     from fastmesh.linker import Linker
 
+    # Validate once, before forking, so a bad config is reported once (not per worker).
+    from fastmesh.linker import validate
+    try:
+        validate(config)
+    except ConfigError as exc:
+        print(f"fastmesh: invalid config: {exc}", file=sys.stderr)
+        return 1
     arena = StatsArena()
     workers: dict[int, int] = {}
     for i in range(n):
@@ -71,8 +78,13 @@ def run_workers(config, n: int) -> int:
         linker = Linker.build(config, loop, arena)
         linker.servers = []
         loop.run_until_complete(linker.start(admin=True))
-    except (ConfigError, OSError) as exc:
-        print(f"fastmesh: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"fastmesh: invalid config: {exc}", file=sys.stderr)
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+        return 1
+    except OSError as exc:
+        print(f"fastmesh: cannot listen: {exc}", file=sys.stderr)
         for pid in workers:
             os.kill(pid, signal.SIGTERM)
         return 1

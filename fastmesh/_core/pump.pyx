@@ -198,11 +198,10 @@ cdef class ServerConn:
         self._flush_out()
 
     def eof_received(self):
-        # Half-close from the client: finish the exchange in flight, then close.
-        if self.state == S_IDLE and not self.in_msg:
-            return False
-        self.close_after = True
-        return True
+        # The client closed its side: like linkerd (netty has no half-close) and nginx
+        # (proxy_ignore_client_abort off), give up the exchange — returning False closes
+        # the transport, and connection_lost drops the upstream attempt.
+        return False
 
     def pause_writing(self):
         # The client reads slower than the upstream answers: stop reading upstream.
@@ -1062,16 +1061,22 @@ cdef class ServerConn:
             self.core.loop.call_soon(self._next_queued)
 
     def _bad_request(self, exc):
-        if self.state == S_IDLE or self.state == S_WAIT_ROUTE:
-            if self.state == S_IDLE:
-                self._open_request()
-            self._respond_error(self.core.router.bad_request_response(
-                self, 400, str(exc)), True, 400)
-        else:
+        # A malformed request (bad header, bad chunk framing): 400 and close (spec §7.4),
+        # even when its head was already forwarded — the upstream attempt is dropped.
+        if self.state == S_IDLE:
+            self._open_request()
+        elif self.state == S_CLOSING:
+            return
+        if self.resp_head_sent:
             self._drop_attempt()
             self._attempt_end(0)
             self._request_end(400)
             self._abort()
+            return
+        self._drop_attempt()
+        self.retrying = False
+        self._respond_error(self.core.router.bad_request_response(
+            self, 400, str(exc)), True, 400)
 
     cdef _flush_up(self):
         cdef bytes data

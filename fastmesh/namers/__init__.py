@@ -23,7 +23,7 @@ from .fs import FsNamer
 
 # Namer kinds linkerd 1.x knows that fastmesh does not implement (yet).
 _UNSUPPORTED_KINDS = {
-    "io.l5d.k8s": "the Kubernetes endpoints namer is not built into this module yet",
+    "io.l5d.k8s": "",
     "io.l5d.k8s.external": "",
     "io.l5d.k8s.ns": "",
     "io.l5d.k8s.istio": "",

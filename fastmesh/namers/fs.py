@@ -14,7 +14,9 @@ residual ``/rest``; a directory → the next label is looked up inside it; missi
 
 Stability: an edit that changes only the endpoints updates the file's one AddrVar in
 place (route caches keep their clients); a file or directory appearing or disappearing
-tells the listeners, so the router re-binds.
+tells the listeners, so the router re-binds. A file that had addresses and suddenly reads
+empty or malformed is believed only when the next poll reads the same: an in-place
+rewrite (`echo ... > file` truncates first) caught half-way must not fail requests.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ DEFAULT_PREFIX = Path.utf8("io.l5d.fs")
 DEFAULT_POLL_INTERVAL = 0.25  # seconds; a file edit is visible within about this long
 MAX_DEPTH = 32  # directory nesting we follow (guards against symlink loops)
 MAX_FILE_BYTES = 4 * 1024 * 1024
+HOLD_MAX_S = 1.0  # longest an empty/malformed read is held back while the file keeps changing
 _PORT = re.compile(r"\+?[0-9]+")
 
 
@@ -96,6 +99,8 @@ class _File:
     addr: AddrVar
     signature: tuple = ()
     read_at: float = 0.0
+    held: bytes | None = None  # suspicious content seen once and not applied yet
+    held_at: float = 0.0
 
 
 @dataclass
@@ -268,13 +273,35 @@ class FsNamer:
         try:
             with open(filepath, "rb") as fh:
                 data = fh.read(MAX_FILE_BYTES)
-            var.set(parse_addresses(data.decode("utf-8", "replace")))
         except OSError as exc:
             var.set(AddrFailed(str(exc)))
+        else:
+            state = parse_addresses(data.decode("utf-8", "replace"))
+            if old is not None and _half_written(old, var.value, state, data, now):
+                # Keep serving the previous addresses and look again at the next poll.
+                if old.held is None:
+                    old.held_at = now
+                old.held, old.signature = data, ()
+                return old
+            var.set(state)
         if old is not None:
-            old.signature, old.read_at = signature, now
+            old.signature, old.read_at, old.held = signature, now, None
             return old
         return _File(var, signature, now)
+
+
+def _half_written(old: _File, current, new, data: bytes, now: float) -> bool:
+    """True when a file that had addresses now reads as empty or malformed for the first
+    time: an in-place rewrite (truncate, then write) caught half-way looks exactly like
+    that, and applying it would fail every request until the next poll. The same content
+    read again one poll later (or after HOLD_MAX_S of churn) is taken as meant."""
+    if not (isinstance(current, AddrBound) and current.addresses):
+        return False
+    if not (isinstance(new, AddrFailed) or (isinstance(new, AddrBound) and not new.addresses)):
+        return False
+    if old.held is None:
+        return True
+    return old.held != data and now - old.held_at < HOLD_MAX_S
 
 
 def _racy(mtime_ns: int, read_at: float) -> bool:

@@ -320,7 +320,8 @@ def node_json(node: DNode) -> dict:
 # --- text (CLI) ----------------------------------------------------------------------------------
 
 
-def _addr_text(addr: Addr) -> str:
+def addr_text(addr: Addr) -> str:
+    """An address state for people: `[10.0.0.1:80, ...]`, `neg`, `pending`, `failed: why`."""
     if isinstance(addr, AddrBound):
         return "[" + ", ".join(a.show for a in sorted(addr.addresses, key=lambda a: (a.host, a.port))) + "]"
     if isinstance(addr, AddrFailed):
@@ -351,14 +352,15 @@ def _steps(node: DNode, indent: int, out: list[str], weight: float | None = None
         if isinstance(node.value, BoundName):
             b = node.value
             out.append(f"{pad}{head}{node.path.show}{where} => bound {b.id.show} "
-                       f"residual {b.residual.show} addresses {_addr_text(b.addr.value)}")
+                       f"residual {b.residual.show} addresses {addr_text(b.addr.value)}")
         else:
             out.append(f"{pad}{head}{node.path.show}{where} => unresolved")
     elif isinstance(node, DNeg):
         shown = "~" if node.path.is_empty else node.path.show
         out.append(f"{pad}{head}{shown}{where} => neg")
     elif isinstance(node, DFail):
-        shown = node.path.show if node.path.startswith(_FAIL_PATH) else "!"
+        # the JSON shows "!" for a dentry's own `!`; people want the path that failed too
+        shown = node.path.show if node.path.startswith(_FAIL_PATH) else f"{node.path.show} !"
         out.append(f"{pad}{head}{shown}{where} => fail")
     elif isinstance(node, DEmpty):
         out.append(f"{pad}{head}{node.path.show}{where} => empty")
@@ -481,7 +483,7 @@ def format_delegation(d: Delegation) -> str:
         lines.append(f"bound: {d.bound_show}")
     lines.append(f"residual: {d.residual.show}")
     for name in d.bind.bound_names():
-        lines.append(f"  {name.id.show} addresses {_addr_text(name.addr.value)}")
+        lines.append(f"  {name.id.show} addresses {addr_text(name.addr.value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -491,6 +493,6 @@ def delegation_to_cli_json(d: Delegation) -> dict:
 
 __all__ = [
     "DAlt", "DDelegate", "DEmpty", "DException", "DFail", "DLeaf", "DNeg", "DNode", "DTransformation",
-    "DUnion", "DWeighted", "Delegation", "addr_json", "delegate", "delegation_to_cli_json",
+    "DUnion", "DWeighted", "Delegation", "addr_json", "addr_text", "delegate", "delegation_to_cli_json",
     "format_delegation", "node_json",
 ]

@@ -185,6 +185,7 @@ class Linker:
     interpreters: dict[str, Interpreter] = field(default_factory=dict)
     shutdown_grace_s: float | None = None
     _shutdown: asyncio.Event | None = None
+    access_logs: list[Any] = field(default_factory=list)
 
     def request_shutdown(self, grace_s: float | None = None) -> None:
         """Ask `serve_until_shutdown` to stop (admin /admin/shutdown, SIGTERM)."""
@@ -244,6 +245,18 @@ class Linker:
         for namer in self.namers:
             namer.add_listener(router.namers_changed)
         self.routers[rc.label] = router
+        access_log = None
+        if rc.http_access_log and self.loop is not None:
+            from fastmesh.accesslog import open_access_log
+            try:
+                access_log = open_access_log(rc.http_access_log, append=rc.http_access_log_append,
+                                             roll_policy=rc.http_access_log_roll_policy,
+                                             rotate_count=rc.http_access_log_rotate_count,
+                                             loop=self.loop)
+            except (OSError, NotSupportedError) as exc:
+                raise ConfigError(f"routers[{index}].httpAccessLog", str(exc)) from exc
+            router.access_log = access_log.write
+            self.access_logs.append(access_log)
         for j, sc in enumerate(rc.servers):
             try:
                 ssl_ctx = server_ssl_context(sc)
@@ -254,6 +267,8 @@ class Linker:
                                                          server=f"{sc.ip}/{sc.port}")),
                               self.loop)
             core.clear_context = sc.clear_context
+            core.access_log = router.access_log
+            core.tls = ssl_ctx is not None
             core.max_call_depth = getattr(sc, "max_call_depth", 1000) or 1000
             # With N workers each takes its share (connections spread by SO_REUSEPORT).
             core.max_concurrent = -(-(sc.max_concurrent_requests or 0) // self.workers)
@@ -306,6 +321,8 @@ class Linker:
             router.close()
         for namer in self.namers:
             namer.close()
+        for log_ in self.access_logs:
+            log_.close()
         if self.admin is not None:
             self.admin.close()
 

@@ -110,6 +110,7 @@ def run_workers(config, n: int) -> int:
             if pid == 0:
                 return
             index = workers.pop(pid, None)
+            arena.retire(pid)
             if index is not None and not stopping:
                 log.warning("worker %d (pid %d) exited with status %s; restarting", index, pid,
                             status)

@@ -52,6 +52,7 @@ cdef class ServerCore:
     cdef public int active            # requests in flight on this server (this process)
     cdef public bytes timestamp_header  # timestampHeader name, or None
     cdef public bint tcp_keepalive    # socketOptions.keepAlive on accepted connections
+    cdef public bint tls              # a TLS server: count handshakes
 
 
 cdef class UpstreamConn

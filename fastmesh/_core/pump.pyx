@@ -80,6 +80,7 @@ cdef class ServerCore:
         self.active = 0
         self.timestamp_header = None
         self.tcp_keepalive = False
+        self.tls = False
 
     def __call__(self):
         # uvloop's protocol factory: one ServerConn per accepted connection.
@@ -127,6 +128,9 @@ cdef class ServerConn:
         self.core.conns.add(self)
         _count(self.core.stats, ST_CONNECTIONS, 1)
         _count(self.core.stats, ST_CONNECTS, 1)
+        if self.core.tls:
+            # uvloop calls connection_made only after the TLS handshake succeeded
+            _count(self.core.stats, ST_TLS_HANDSHAKES, 1)
         if self.core.tcp_keepalive:
             sock = transport.get_extra_info("socket")
             if sock is not None:
@@ -628,6 +632,7 @@ cdef class ServerConn:
             # Large piece: hand the bytes object itself to the transport, no copy.
             self._flush_up()
             self.replay = None
+            _count(self.client.stats, ST_SENT_BYTES, n)
             if not self.up.closed:
                 self.up._write(body)
         else:
@@ -912,7 +917,6 @@ cdef class ServerConn:
         if ep is not None:
             ep.outstanding -= 1
         self.up = None
-        self.endpoint = None
         self.state = S_IDLE
         if up is not None:
             up.down = None
@@ -922,6 +926,7 @@ cdef class ServerConn:
                 up.transport.close()
         if self.core.access_log is not None:
             self.core.router.log_access(self)
+        self.endpoint = None
         self.cur = None
         self._unpause(PAUSE_UPSTREAM_FULL | PAUSE_WAITING)
         if self.close_after:
@@ -1091,6 +1096,7 @@ cdef class ServerConn:
         elif not self.replaying:
             self.replay = None
         self.replaying = False
+        _count(self.client.stats, ST_SENT_BYTES, PyBytes_GET_SIZE(data))
         if not self.up.closed:
             self.up._write(data)
 
@@ -1226,6 +1232,8 @@ cdef class UpstreamConn:
             self.transport.close()
             return
         self.resp_started = True
+        if down.client is not None:
+            _count(down.client.stats, ST_RECV_BYTES, nbytes)
         try:
             self._feed(_recv_view[:nbytes])
         except HttpParserError as exc:

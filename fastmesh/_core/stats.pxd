@@ -46,8 +46,9 @@ cdef enum:  # StatSlot: offsets into a StatBlock
 
 
 cdef enum:  # arena layout
-    KEY_BYTES = 504        # a block's key (JSON text), NUL-padded
-    DIR_ENTRY_BYTES = 512  # int64 state word + key
+    KEY_BYTES = 496        # a block's key (JSON text), NUL-padded
+    OWNER_OFFSET = 504     # int64 pid of the process that writes the block
+    DIR_ENTRY_BYTES = 512  # int64 state word + key + owner pid
 
 
 cdef class StatBlock:

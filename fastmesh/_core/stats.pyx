@@ -15,8 +15,9 @@ scrape shows all workers.
 
 import json
 import mmap
+import os
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy, memset
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
@@ -49,6 +50,15 @@ for _i in range(ST_NBUCKETS - 1):
 _bounds.append(2 ** 62)
 for _i in range(ST_NBUCKETS):
     BUCKET_BOUNDS_US[_i] = _bounds[_i]
+# BUCKET_HINT[k]: the first bucket whose bound >= 2**(k-1) (the smallest value with bit
+# length k), so record_latency scans only a couple of buckets.
+cdef int[65] BUCKET_HINT
+for _k in range(65):
+    _smallest = 0 if _k == 0 else 2 ** (_k - 1)
+    _h = 0
+    while _h < ST_NBUCKETS - 1 and _bounds[_h] < _smallest:
+        _h += 1
+    BUCKET_HINT[_k] = _h
 
 SLOT_NAMES = {
     "requests": ST_REQUESTS, "success": ST_SUCCESS, "failures": ST_FAILURES,
@@ -83,14 +93,17 @@ cdef int64_t now_us() noexcept nogil:
 
 
 cdef void record_latency(int64_t* p, int64_t us) noexcept nogil:
-    cdef int lo = 0, hi = ST_NBUCKETS - 1, mid
-    # binary search for the first bound >= us (6 steps for 40 buckets)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if BUCKET_BOUNDS_US[mid] >= us:
-            hi = mid
-        else:
-            lo = mid + 1
+    # The first bucket whose bound is >= us: start at the first bucket that can hold a
+    # value of us's bit length (bounds grow 1.4x, so at most ~3 steps follow).
+    cdef int lo
+    cdef int bits = 0
+    cdef uint64_t v = <uint64_t>us if us > 0 else 0
+    while v:
+        bits += 1
+        v >>= 1
+    lo = BUCKET_HINT[bits]
+    while lo < ST_NBUCKETS - 1 and BUCKET_BOUNDS_US[lo] < us:
+        lo += 1
     p[ST_LAT_COUNT] += 1
     p[ST_LAT_SUM_US] += us
     p[ST_HIST_BASE + lo] += 1
@@ -119,6 +132,12 @@ cdef class StatBlock:
 
     def add_named(self, str name, int64_t value=1):
         self.p[SLOT_NAMES[name]] += value
+
+    def observe(self, int64_t latency_us, status=None):
+        """What the request path records for one finished request (tests, tools)."""
+        record_latency(self.p, latency_us)
+        if status is not None:
+            record_status(self.p, status)
 
 
 cdef enum:
@@ -168,6 +187,7 @@ cdef class StatsArena:
         entry = self._base + self._dir_off + idx * DIR_ENTRY_BYTES
         memset(entry + 8, 0, KEY_BYTES)
         memcpy(entry + 8, <char*>kb, len(kb))
+        (<long long*>(entry + OWNER_OFFSET))[0] = os.getpid()
         fm_store_release(<long long*>entry, 1)
         blk = StatBlock.__new__(StatBlock)
         blk.p = <int64_t*>(self._base + self._blocks_off + idx * ST_BLOCK_SLOTS * 8)
@@ -199,6 +219,27 @@ cdef class StatsArena:
                 for j in range(ST_BLOCK_SLOTS):
                     acc[j] += p[j]
         return out
+
+    def retire(self, long long pid):
+        """A worker died: its gauges (pending, connections) no longer hold; its counters
+        stay, so totals keep counting what it served. Returns the blocks touched."""
+        cdef long long* hdr = <long long*>self._base
+        cdef long long n = min(fm_load_acquire(&hdr[HDR_NEXT]), self.max_blocks)
+        cdef long long i
+        cdef int touched = 0
+        cdef char* entry
+        cdef int64_t* p
+        for i in range(n):
+            entry = self._base + self._dir_off + i * DIR_ENTRY_BYTES
+            if fm_load_acquire(<long long*>entry) != 1:
+                continue
+            if (<long long*>(entry + OWNER_OFFSET))[0] != pid:
+                continue
+            p = <int64_t*>(self._base + self._blocks_off + i * ST_BLOCK_SLOTS * 8)
+            p[ST_PENDING] = 0
+            p[ST_CONNECTIONS] = 0
+            touched += 1
+        return touched
 
     def keys(self):
         return [json.loads(k) for k in self.snapshot()]

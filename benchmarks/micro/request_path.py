@@ -11,15 +11,17 @@ isolate: the "Python-level HTTP handling" of style-anchors §5.
 
     python -m benchmarks.micro.request_path [--requests N] [--runs R]
 
-Reports ns per request for each, medians of interleaved runs, and the ratio. Pin it to
-one CPU (`taskset -c 1`) on a quiet machine for stable figures.
+Reports CPU ns per request for each (this thread's CPU time, so that other processes on
+a shared CPU do not count), medians of interleaved runs, and the ratio. It pins
+itself to one CPU (the highest allowed; `taskset -c 1` chooses); run it on a quiet
+machine for stable figures. `run()` is what `python -m benchmarks.micro` calls.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+
+from benchmarks.micro._common import BenchResult, CpuShare, median_figure, pin_to_one_cpu, print_result
 
 REQUEST = (b"GET http://world/ HTTP/1.1\r\nHost: world\r\nUser-Agent: wrk\r\n"
            b"Accept: */*\r\nl5d-ctx-thing: 1\r\n\r\n")
@@ -64,7 +66,10 @@ class CountingTransport:
         return 0
 
 
-def fastmesh_setup():
+def fastmesh_setup(request: bytes = REQUEST, response: bytes = RESPONSE, reconnect: bool = False):
+    """One keep-alive cycle through fastmesh's ServerConn/UpstreamConn. With `reconnect`,
+    every request comes on a new client connection (made, used once, lost), as a client
+    sending `Connection: close` does; the upstream connection stays pooled."""
     import uvloop
 
     from fastmesh._core.pool import Client, Endpoint, Route
@@ -85,23 +90,31 @@ def fastmesh_setup():
     up_t = CountingTransport()
     up.connection_made(up_t)
     ep.idle.append(up)
+    nreq, nresp = len(request), len(response)
 
     def one():
-        buf = down.get_buffer(-1)
-        buf[:len(REQUEST)] = REQUEST
-        down.buffer_updated(len(REQUEST))
-        u = ep.idle[-1] if ep.idle else up
-        buf = u.get_buffer(-1)
-        buf[:len(RESPONSE)] = RESPONSE
-        up.buffer_updated(len(RESPONSE))
+        d = down
+        if reconnect:
+            d = core()
+            d.connection_made(down_t)
+        buf = d.get_buffer(-1)
+        buf[:nreq] = request
+        d.buffer_updated(nreq)
+        buf = up.get_buffer(-1)
+        buf[:nresp] = response
+        up.buffer_updated(nresp)
+        if reconnect:
+            d.connection_lost(None)
 
     def check():
         assert down_t.written > 0 and up_t.written > 0 and len(ep.idle) == 1, \
             (down_t.written, up_t.written, ep.idle)
+        assert reconnect or not down_t.closed, "the keep-alive client connection was closed"
     return one, check
 
 
-def reference_setup():
+def reference_setup(request: bytes = REQUEST, response: bytes = RESPONSE, reconnect: bool = False):
+    """The same cycle through benchmarks/ref_python_proxy.py's ClientConn/UpstreamConn."""
     import uvloop
 
     from benchmarks import ref_python_proxy as ref
@@ -119,25 +132,48 @@ def reference_setup():
     pool.release(up)
 
     def one():
-        down.data_received(REQUEST)
-        up.data_received(RESPONSE)
+        d = down
+        if reconnect:
+            d = ref.ClientConn(proxy)
+            d.connection_made(down_t)
+        d.data_received(request)
+        up.data_received(response)
+        if reconnect:
+            d.connection_lost(None)
 
     def check():
         assert down_t.written > 0 and up_t.written > 0 and len(pool.idle[("10.0.0.2", 4141)]) == 1
+        assert reconnect or not down_t.closed, "the keep-alive client connection was closed"
     return one, check
 
 
-def measure(setup, n: int) -> float:
-    one, check = setup()
-    for _ in range(1000):  # warm up (route cache, allocator, branch predictors)
+def measure(setup, n: int, clock: CpuShare | None = None, **kwargs) -> float:
+    """CPU ns per cycle of `setup(**kwargs)`'s one(), after a warm-up."""
+    one, check = setup(**kwargs)
+    for _ in range(min(1000, n)):  # warm up (route cache, allocator, branch predictors)
         one()
     check()
-    t0 = time.perf_counter_ns()
-    for _ in range(n):
-        one()
-    dt = time.perf_counter_ns() - t0
+    ns = (clock or CpuShare()).loop(one, n)
     check()
-    return dt / n
+    return ns
+
+
+def run(requests: int = 100_000, runs: int = 5, verbose: bool = False) -> BenchResult:
+    fm, py = [], []
+    clock = CpuShare()
+    for r in range(runs):  # interleaved, alternating which goes first
+        first_fm = r % 2 == 0
+        for which in ((fm, py) if first_fm else (py, fm)):
+            which.append(measure(fastmesh_setup if which is fm else reference_setup, requests, clock))
+        if verbose:
+            print(f"  run {r + 1}/{runs}: fastmesh {fm[-1]:7.0f} ns/req   python {py[-1]:7.0f} ns/req",
+                  flush=True)
+    return BenchResult(
+        "request_path", "request path, user space only (no syscalls): parse, route-cache hit, "
+        "pool hit, forward, response parse, reuse",
+        {"requests": requests, "runs": runs},
+        [median_figure("keep-alive GET + 12-byte response", "ns/req", fm, py, "python ref")],
+        ["ns are CPU time of this thread per request", clock.note()])
 
 
 def main(argv=None) -> int:
@@ -145,15 +181,12 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args(argv)
-    fm, py = [], []
-    for r in range(args.runs):  # interleaved A B A B
-        fm.append(measure(fastmesh_setup, args.requests))
-        py.append(measure(reference_setup, args.requests))
-        print(f"  run {r + 1}/{args.runs}: fastmesh {fm[-1]:7.0f} ns/req   python {py[-1]:7.0f} ns/req",
-              flush=True)
-    f, p = statistics.median(fm), statistics.median(py)
-    print(f"request path (no syscalls), median of {args.runs}: fastmesh {f:.0f} ns/req, "
-          f"python reference {p:.0f} ns/req, ratio {p / f:.2f}x")
+    if not 1 <= args.requests <= 10_000_000 or not 1 <= args.runs <= 1000:
+        ap.error("requests 1..10^7, runs 1..1000")
+    pinned = pin_to_one_cpu()
+    res = run(args.requests, args.runs, verbose=True)
+    res.settings["cpu"] = pinned
+    print_result(res)
     return 0
 
 

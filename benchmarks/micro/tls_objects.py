@@ -12,7 +12,8 @@ same certificates, TLS version and verification; they differ only in the SSL obj
 
 Rounds alternate the order of the two variants and the medians are reported, with the
 ratio fastmesh/stock (DESIGN.md: a benchmark states a ratio to a baseline run in the same
-process). The process pins itself to one CPU.
+process). The process pins itself to one CPU. ``run()`` is what ``python -m
+benchmarks.micro`` calls.
 
 Run: ``python -m benchmarks.micro.tls_objects [--rounds 11] [--requests 20000]
 [--connections 1] [--size 64]``.
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 import uvloop
 
+from benchmarks.micro._common import BenchResult, median_figure, pin_to_one_cpu
 from fastmesh import certs, tls
 
 
@@ -159,12 +161,44 @@ def _wrapper_calls_per_round_trip(variant: _Variant, size: int) -> float:
     return calls / (1000 + 50)  # + the warm-up round trips
 
 
-def _pin_to_one_cpu() -> str:
-    if not hasattr(os, "sched_setaffinity"):
-        return "not pinned (no sched_setaffinity)"
-    cpu = sorted(os.sched_getaffinity(0))[-1]
-    os.sched_setaffinity(0, {cpu})
-    return f"pinned to CPU {cpu}"
+def measure(rounds: int, requests: int, connections: int, size: int
+            ) -> tuple[dict[str, list[tuple[float, float]]], dict[str, float]]:
+    """Per variant, one (req/s wall, req per CPU-s) pair per round; and the Python-level
+    SSLObject calls per round trip of each variant."""
+    with tempfile.TemporaryDirectory(prefix="fastmesh-bench-tls-") as tmp:
+        variants = _variants(certs.generate_mesh_certs(os.path.join(tmp, "mesh")))
+        results: dict[str, list[tuple[float, float]]] = {v.name: [] for v in variants}
+
+        async def all_rounds():
+            for i in range(rounds):
+                order = variants if i % 2 == 0 else variants[::-1]
+                for variant in order:
+                    results[variant.name].append(
+                        await _run_once(variant, connections, requests, size))
+
+        uvloop.run(all_rounds())
+        wrapper_calls = {v.name: _wrapper_calls_per_round_trip(v, size) for v in variants}
+    return results, wrapper_calls
+
+
+def run(rounds: int = 11, requests: int = 20000, connections: int = 1, size: int = 64) -> BenchResult:
+    """What `python -m benchmarks.micro` reports: medians, ratio fastmesh/stock."""
+    results, wrapper_calls = measure(rounds, requests, connections, size)
+    figures = []
+    for index, unit, what in ((0, "req/s", "wall clock"), (1, "req/CPU-s", "per CPU second")):
+        figures.append(median_figure(
+            f"{size} B round trips, {connections} conn, {what}", unit,
+            [v[index] for v in results["fastmesh"]], [v[index] for v in results["stock"]],
+            "stock ssl", lower_is_better=False))
+    return BenchResult(
+        "tls_objects", "uvloop TLS round trips: fastmesh.tls SSL objects vs stock ssl.SSLObject",
+        {"rounds": rounds, "requests": requests, "connections": connections, "size": size,
+         "openssl": ssl.OPENSSL_VERSION},
+        figures,
+        ["Python-level SSLObject read/write/pending calls per round trip: "
+         + ", ".join(f"{name} {calls:.2f}" for name, calls in wrapper_calls.items()),
+         "CPU-second rates cover both ends (one process); they are the steadier figure on a "
+         "shared CPU"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,20 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.rounds <= 1000 or not 1 <= args.requests <= 10_000_000 or not 1 <= args.connections <= 1000:
         parser.error("rounds 1..1000, requests 1..10^7, connections 1..1000")
 
-    pinned = _pin_to_one_cpu()
-    with tempfile.TemporaryDirectory(prefix="fastmesh-bench-tls-") as tmp:
-        variants = _variants(certs.generate_mesh_certs(os.path.join(tmp, "mesh")))
-        results: dict[str, list[tuple[float, float]]] = {v.name: [] for v in variants}
-
-        async def rounds():
-            for i in range(args.rounds):
-                order = variants if i % 2 == 0 else variants[::-1]
-                for variant in order:
-                    results[variant.name].append(
-                        await _run_once(variant, args.connections, args.requests, args.size))
-
-        uvloop.run(rounds())
-        wrapper_calls = {v.name: _wrapper_calls_per_round_trip(v, args.size) for v in variants}
+    pinned = pin_to_one_cpu()
+    results, wrapper_calls = measure(args.rounds, args.requests, args.connections, args.size)
 
     print(f"TLS round trips over uvloop: {args.size}-byte messages, {args.connections} connection(s), "
           f"{args.requests} round trips x {args.rounds} interleaved rounds, {pinned}, "

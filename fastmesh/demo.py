@@ -36,18 +36,28 @@ class DemoNode:
     proxy: object = None  # subprocess.Popen
 
 
-def node_config(*, node_ip: str, workdir: Path, node_dir: Path, certs, admin_port: int = 9990) -> str:
-    """The linkerd-1.x config one node runs (also what the end-to-end tests use)."""
+def node_config(*, node_ip: str, certs, workdir: Path | None = None,
+                node_dir: Path | None = None, mesh_dir: Path | None = None,
+                local_dir: Path | None = None, admin_port: int = 9990, out_port: int = 4140,
+                in_port: int = 4141, extra_dtab: str = "") -> str:
+    """The linkerd-1.x config one node runs (also what the end-to-end tests use).
+
+    Discovery is two io.l5d.fs namers: `mesh_dir` (default `<workdir>/disco/mesh`) lists
+    the node proxies in front of each service, `local_dir` (default `<node_dir>/local`)
+    the service's pods on this node. `extra_dtab` is appended to both routers' dtabs.
+    """
+    mesh_dir = mesh_dir if mesh_dir is not None else workdir / "disco" / "mesh"
+    local_dir = local_dir if local_dir is not None else node_dir / "local"
     return f"""\
 admin:
   ip: {node_ip}
   port: {admin_port}
 namers:
 - kind: io.l5d.fs
-  rootDir: {workdir / 'disco' / 'mesh'}
+  rootDir: {mesh_dir}
 - kind: io.l5d.fs
   prefix: /local
-  rootDir: {node_dir / 'local'}
+  rootDir: {local_dir}
 telemetry:
 - kind: io.l5d.prometheus
 routers:
@@ -57,8 +67,9 @@ routers:
     /srv  => /#/io.l5d.fs;
     /host => /srv;
     /svc  => /host;
+    {extra_dtab}
   servers:
-  - port: 4140
+  - port: {out_port}
     ip: {node_ip}
   client:
     tls:
@@ -71,8 +82,9 @@ routers:
     /srv  => /#/local;
     /host => /srv;
     /svc  => /host;
+    {extra_dtab}
   servers:
-  - port: 4141
+  - port: {in_port}
     ip: {node_ip}
     tls:
       certPath: {certs.cert}

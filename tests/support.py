@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -103,6 +104,8 @@ class CaptureBackend:
     # out, `response` is used
     script: list[bytes] = field(default_factory=list)
     delay: float = 0.0
+    # optional: compute each answer from the request's bytes (wins over `response`)
+    handler: "Callable[[bytes], bytes] | None" = None
 
     def __post_init__(self):
         self.sock = socket.socket()
@@ -147,7 +150,12 @@ class CaptureBackend:
                     rest += chunk
                 self.requests.append(head + b"\r\n\r\n" + rest[:length])
                 buf = rest[length:]
-                answer = self.script.pop(0) if self.script else self.response
+                if self.script:
+                    answer = self.script.pop(0)
+                elif self.handler is not None:
+                    answer = self.handler(self.requests[-1])
+                else:
+                    answer = self.response
                 if answer == HANG:
                     while not self._stop and conn.recv(65536):
                         pass

@@ -24,75 +24,28 @@ import pytest
 
 from fastmesh._core.stats import CODE_BASE, HIST_BASE, NBUCKETS, StatsArena, bucket_bounds_us
 from fastmesh.admin import metrics as m
-from tests.support import FastmeshProcess, free_port, wait_port
+from tests.support import CaptureBackend, FastmeshProcess, free_port, wait_port
 
 
 # ---- helpers shared with the other metrics/dashboard tests -------------------------------
 
-class StatusBackend:
-    """A threaded HTTP/1.1 backend: `GET /status/NNN` answers status NNN, anything else 200.
-
-    Keep-alive, Content-Length bodies; counts the requests it answered per status.
-    """
+class StatusBackend(CaptureBackend):
+    """A backend where `GET /status/NNN` answers status NNN and anything else 200
+    (keep-alive, Content-Length bodies); counts the requests it answered per status."""
 
     def __init__(self, host: str = "127.0.0.1"):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
-        self.sock.listen(128)
-        self.port = self.sock.getsockname()[1]
         self.answered: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._stop = False
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(host=host, handler=self._answer)
 
-    def _serve(self) -> None:
-        self.sock.settimeout(0.2)
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._conn, args=(conn,), daemon=True).start()
-
-    def _conn(self, conn: socket.socket) -> None:
-        buf = b""
-        conn.settimeout(30)
-        try:
-            while not self._stop:
-                while b"\r\n\r\n" not in buf:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buf += chunk
-                head, _, rest = buf.partition(b"\r\n\r\n")
-                lines = head.split(b"\r\n")
-                length = 0
-                for line in lines[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value.strip())
-                while len(rest) < length:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    rest += chunk
-                buf = rest[length:]
-                target = lines[0].split(b" ")[1].decode()
-                match = re.fullmatch(r"/status/(\d{3})", target)
-                status = int(match.group(1)) if match else 200
-                body = f"status {status}\n".encode()
-                with self._lock:
-                    self.answered[status] = self.answered.get(status, 0) + 1
-                conn.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body))
-        except OSError:
-            return
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self._stop = True
-        self.sock.close()
+    def _answer(self, request: bytes) -> bytes:
+        target = request.split(b"\r\n", 1)[0].split(b" ")[1].decode()
+        match = re.fullmatch(r"/status/(\d{3})", target)
+        status = int(match.group(1)) if match else 200
+        body = f"status {status}\n".encode()
+        with self._lock:
+            self.answered[status] = self.answered.get(status, 0) + 1
+        return b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body)
 
 
 def exchange(sock: socket.socket, request: bytes) -> bytes:

@@ -128,57 +128,13 @@ def test_fs_edit_switches_routing_under_load_without_failures(tmp_path: Path, ba
 
 # --- 2. two nodes: weighted dtab and per-request override -------------------------------------------
 
-def node_config(*, node_ip: str, admin_port: int, out_port: int, in_port: int, mesh_dir: Path,
-                local_dir: Path, certs, extra_dtab: str) -> str:
-    """fastmesh.demo.node_config's shape, with our ports and dtab lines (same on both routers)."""
-    return f"""\
-admin:
-  ip: {node_ip}
-  port: {admin_port}
-namers:
-- kind: io.l5d.fs
-  rootDir: {mesh_dir}
-- kind: io.l5d.fs
-  prefix: /local
-  rootDir: {local_dir}
-routers:
-- protocol: http
-  label: outgoing
-  dtab: |
-    /srv  => /#/io.l5d.fs;
-    /host => /srv;
-    /svc  => /host;
-    {extra_dtab}
-  servers:
-  - port: {out_port}
-    ip: {node_ip}
-  client:
-    tls:
-      commonName: linkerd
-      trustCerts:
-      - {certs.ca_cert}
-- protocol: http
-  label: incoming
-  dtab: |
-    /srv  => /#/local;
-    /host => /srv;
-    /svc  => /host;
-    {extra_dtab}
-  servers:
-  - port: {in_port}
-    ip: {node_ip}
-    tls:
-      certPath: {certs.cert}
-      keyPath: {certs.key}
-"""
-
-
 DTAB = "/svc/world => 0.9 * /srv/world-v1 & 0.1 * /srv/world-v2; /svc/echo => /srv/world-v1;"
 
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory: pytest.TempPathFactory):
     from fastmesh.certs import generate_mesh_certs
+    from fastmesh.demo import node_config
     from fastmesh.nodes import Mesh
 
     work = tmp_path_factory.mktemp("two-nodes")

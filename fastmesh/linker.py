@@ -76,8 +76,8 @@ def build_namers(config: Config) -> list[Any]:
         try:
             namers.append(build_namer(kind, params))
         except NotSupportedError as exc:
-            raise ConfigError(f"namers[{i}].kind", f"{exc} (fastmesh supports io.l5d.fs and "
-                                                   "the /$ built-ins)") from exc
+            raise ConfigError(f"namers[{i}].kind", f"{exc} (fastmesh supports io.l5d.fs, "
+                                                   "io.l5d.k8s and the /$ built-ins)") from exc
         except ValueError as exc:
             raise ConfigError(f"namers[{i}]", str(exc)) from exc
     return namers
@@ -93,6 +93,8 @@ def build_transformers(rc: RouterConfig, index: int) -> list[Any]:
             out.append(build_transformer(kind, params))
         except NotSupportedError as exc:
             raise ConfigError(f"routers[{index}].interpreter.transformers[{j}].kind", str(exc)) from exc
+        except ValueError as exc:  # e.g. the localnode transformer without POD_IP
+            raise ConfigError(f"routers[{index}].interpreter.transformers[{j}]", str(exc)) from exc
     return out
 
 
@@ -289,6 +291,8 @@ class Linker:
             if hasattr(namer, "load_now"):
                 namer.load_now()
             namer.start(self.loop)
+        for transformer in self._transformers():  # the daemonset one watches the API
+            transformer.start(self.loop)
         for rs in self.servers:
             rs.server = await self.loop.create_server(
                 rs.core, rs.ip, rs.port, ssl=rs.ssl,
@@ -296,6 +300,11 @@ class Linker:
                 backlog=rs.backlog, ssl_handshake_timeout=10.0 if rs.ssl else None)
         if admin:
             await self.start_admin()
+
+    def _transformers(self) -> list[Any]:
+        """Interpreter transformers that own a lifecycle (start/close)."""
+        return [t for interp in self.interpreters.values() for t in interp.transformers
+                if hasattr(t, "start") and hasattr(t, "close")]
 
     async def start_admin(self, reuse_port: bool = False) -> None:
         from fastmesh.admin.endpoints import build_admin
@@ -321,6 +330,8 @@ class Linker:
             router.close()
         for namer in self.namers:
             namer.close()
+        for transformer in self._transformers():
+            transformer.close()
         for log_ in self.access_logs:
             log_.close()
         if self.admin is not None:

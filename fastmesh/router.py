@@ -26,7 +26,7 @@ from fastmesh.errors import (attempt_timeout_message, connection_failed_message,
                              max_call_depth_message, no_route_message, total_timeout_message,
                              unknown_destination_message)
 from fastmesh.identify import Identified, RequestInfo
-from fastmesh.naming import AddrBound, Dtab, ParseError, Path
+from fastmesh.naming import AddrBound, AddrPending, Dtab, ParseError, Path
 from fastmesh.responses import error_response
 
 log = logging.getLogger("fastmesh.router")
@@ -129,6 +129,7 @@ class Router:
         self._service_stats: dict[str, Any] = {}
         self._waiting: dict[tuple[str, str], _Waiter] = {}
         self._refresh_scheduled = False
+        self._pending_addr_watches: dict[int, Any] = {}
         self.access_log: Callable[[dict], None] | None = None
         self.stats = arena.alloc(_stat_key(kind="router", rt=label))
 
@@ -260,6 +261,15 @@ class Router:
             return Route(err_status=502, err_response=self._error(502, error),
                          service_show=service.show)
         leaves = list(_weighted_leaves(result.tree))
+        pending_addrs = [b.addr for _w, b in leaves if b.addr.value is AddrPending]
+        if pending_addrs:
+            # A bound name whose addresses are not known yet (a k8s watch, or a
+            # transformer's gateways, still loading): wait like linkerd, re-binding when
+            # any of them changes, up to the binding timeout.
+            for var in pending_addrs:
+                if id(var) not in self._pending_addr_watches:
+                    self._pending_addr_watches[id(var)] = var.observe(self._pending_addr_changed)
+            return PENDING
         if not leaves:
             return Route(err_status=502,
                          err_response=self._error(502, no_route_message(service, self.dtab, local)),
@@ -348,6 +358,12 @@ class Router:
         for conn in waiter.conns:
             conn.route_ready(route)
 
+    def _pending_addr_changed(self, _addr) -> None:
+        for closable in self._pending_addr_watches.values():
+            closable.close()
+        self._pending_addr_watches.clear()
+        self.namers_changed()
+
     def namers_changed(self) -> None:
         """A namer's answer may have changed: re-bind soon (coalesced)."""
         if not self._refresh_scheduled:
@@ -403,6 +419,9 @@ class Router:
             except Exception:
                 pass
         self._addr_watches.clear()
+        for closable in self._pending_addr_watches.values():
+            closable.close()
+        self._pending_addr_watches.clear()
         for waiter in self._waiting.values():
             waiter.timer.cancel()
         self._waiting.clear()

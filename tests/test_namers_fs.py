@@ -157,8 +157,8 @@ def test_build_namer(tree):
         build_namer("io.l5d.fs", {"rootDir": str(tree / "web")})
     with pytest.raises(ValueError, match="unknown key 'rootdir'"):
         build_namer("io.l5d.fs", {"rootdir": str(tree)})
-    with pytest.raises(NotSupportedError, match="io.l5d.k8s is not supported yet"):
-        build_namer("io.l5d.k8s", {"host": "localhost", "port": 8001})
+    with pytest.raises(NotSupportedError, match="io.l5d.consul is not supported yet"):
+        build_namer("io.l5d.consul", {"host": "localhost", "port": 8500})
     with pytest.raises(ValueError, match="unknown namer kind"):
         build_namer("io.l5d.fancy", {})
 

@@ -2,8 +2,11 @@
 
 * linkerd's own DaemonSet configs (tests/data/configs/linkerd-example.yaml and
   linkerd-tls-example.yaml, copied unchanged from linkerd-examples): `run` must not crash;
-  the k8s namer and the k8s transformers fail at start with "not supported yet" naming the
-  kind and the YAML path, exit 1, and nothing is left listening;
+  on this machine (no POD_IP from a downward API, no /io.buoyant certificate files) they
+  stop at start naming the YAML path and the reason — the localnode transformer's
+  POD_IP, or the missing trust certificate — exit 1, and nothing is left listening; with
+  the TLS files left out and POD_IP set, `check` accepts the k8s namer and both k8s
+  transformers (tests/test_k8s_*.py run them against a fake API server);
 * broken configs (a selection of tests/data/configs/broken/, whose first line states the
   expected error, plus cases of our own below): both commands exit 1 and print the YAML
   path and the reason, never a traceback.
@@ -11,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -122,13 +126,9 @@ def _own_file(own_dir: Path, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def derived_examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The linkerd examples, step by step past what `run` refuses first, so each
-    not-yet-supported part is reached: without the TLS files this machine lacks (→ the k8s
-    namer), then with io.l5d.fs instead of the k8s namer (→ the daemonset transformer),
-    then without the outgoing router's transformer (→ the localnode transformer)."""
+    """The linkerd examples without the TLS files this machine lacks: the k8s namer and
+    both k8s transformers remain."""
     d = tmp_path_factory.mktemp("derived")
-    disco = d / "disco"
-    disco.mkdir()
     out = {}
     for example in EXAMPLES:
         data = yaml.safe_load((DATA / example).read_text())
@@ -136,20 +136,9 @@ def derived_examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
             for server in router["servers"]:  # the TLS example's cert files do not exist here
                 server.pop("tls", None)
             router.pop("client", None)
-        steps = {"k8s-namer": None, "daemonset": None, "localnode": None}
         p = d / f"k8s-namer-{example}"
         p.write_text(yaml.safe_dump(data))
-        steps["k8s-namer"] = p
-        data["namers"] = [{"kind": "io.l5d.fs", "rootDir": str(disco)}]
-        p = d / f"daemonset-{example}"
-        p.write_text(yaml.safe_dump(data))
-        steps["daemonset"] = p
-        data["routers"][0]["interpreter"]["transformers"] = []
-        p = d / f"localnode-{example}"
-        p.write_text(yaml.safe_dump(data))
-        steps["localnode"] = p
-        for step, path in steps.items():
-            out[f"{step}:{example}"] = path
+        out[f"k8s-namer:{example}"] = p
     return out
 
 
@@ -201,6 +190,15 @@ def _yaml_path_exists(data, path: str) -> bool:
     return True
 
 
+# What stops each unchanged example here (no POD_IP, no /io.buoyant certificate files)
+FIRST_PROBLEM = {
+    "linkerd-example.yaml": ("routers[1].interpreter.transformers[0]",
+                             "POD_IP env variable must be set to the pod's IP"),
+    "linkerd-tls-example.yaml": ("routers[0].client.tls", "trust certificate (trustCerts) "
+                                 "/io.buoyant/linkerd/certs/cacertificate.pem: file not found"),
+}
+
+
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_linkerd_example_unchanged_fails_clearly(example: str) -> None:
     res = cli_result("run", str(DATA / example))
@@ -208,35 +206,31 @@ def test_linkerd_example_unchanged_fails_clearly(example: str) -> None:
     assert "Traceback" not in res.stderr and res.stdout == ""
     m = _error_line(res.stderr)
     assert _yaml_path_exists(yaml.safe_load((DATA / example).read_text()), m["path"]), m["path"]
-    assert (m["path"], m["reason"].split(" (")[0]) == ("namers[0].kind", "io.l5d.k8s is not supported yet")
+    assert (m["path"], m["reason"]) == FIRST_PROBLEM[example]
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
-@pytest.mark.parametrize("step,path,kind", [
-    ("k8s-namer", "namers[0].kind", "io.l5d.k8s"),
-    ("daemonset", "routers[0].interpreter.transformers[0].kind", "io.l5d.k8s.daemonset"),
-    ("localnode", "routers[1].interpreter.transformers[0].kind", "io.l5d.k8s.localnode"),
-])
-def test_linkerd_example_k8s_parts_fail_clearly(example: str, step: str, path: str, kind: str,
-                                               derived_examples: dict[str, Path]) -> None:
-    res = cli_result("run", str(derived_examples[f"{step}:{example}"]))
+def test_linkerd_example_k8s_parts_are_accepted(example: str, derived_examples: dict[str, Path]) -> None:
+    config = str(derived_examples[f"k8s-namer:{example}"])
+    res = cli_result("run", config)  # no POD_IP: the localnode transformer says so
     assert res.returncode == 1, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
     m = _error_line(res.stderr)
-    assert m["path"] == path
-    assert m["reason"].startswith(f"{kind} is not supported yet"), m["reason"]
+    assert (m["path"], m["reason"]) == FIRST_PROBLEM["linkerd-example.yaml"]
+    ok = subprocess.run(fastmesh_argv("check", config), capture_output=True, text=True, timeout=60,
+                        cwd=REPO, env={**os.environ, "POD_IP": "10.1.2.3"})
+    assert ok.returncode == 0, ok.stdout + ok.stderr
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_check_reports_what_run_would_refuse(example: str) -> None:
     # The examples are valid linkerd 1.x (`python -m fastmesh.config` accepts them), but
     # `fastmesh check` answers "would `fastmesh run` start this?", so it names the first
-    # part fastmesh cannot run yet, exactly as `run` does — without binding anything.
+    # thing that would stop `run`, exactly as `run` does — without binding anything.
     res = cli_result("check", str(DATA / example))
     assert res.returncode == 1, res.stdout + res.stderr
     m = _error_line(res.stderr)
-    assert m["path"] == "namers[0].kind"
-    assert m["reason"].startswith("io.l5d.k8s is not supported yet"), m["reason"]
+    assert (m["path"], m["reason"]) == FIRST_PROBLEM[example]
     linkerd_only = subprocess.run([sys.executable, "-m", "fastmesh.config", str(DATA / example)],
                                   capture_output=True, text=True, timeout=60)
     assert linkerd_only.returncode == 0, linkerd_only.stderr
@@ -249,7 +243,7 @@ def test_run_fails_before_binding_anything() -> None:
     res = subprocess.run(fastmesh_argv("run", str(DATA / "linkerd-example.yaml")),
                          capture_output=True, text=True, timeout=30, cwd=REPO)
     assert res.returncode == 1
-    assert "cannot listen" not in res.stderr and "not supported yet" in res.stderr
+    assert "cannot listen" not in res.stderr and "POD_IP env variable must be set" in res.stderr
     assert "Address already in use" not in res.stderr
 
 

@@ -20,10 +20,10 @@ from fastmesh.naming.path import ParseError, Path
 from fastmesh.naming.transformers import Transformer, build_transformer
 
 from .fs import FsNamer
+from .k8s import K8sNamer
 
 # Namer kinds linkerd 1.x knows that fastmesh does not implement (yet).
 _UNSUPPORTED_KINDS = {
-    "io.l5d.k8s": "",
     "io.l5d.k8s.external": "",
     "io.l5d.k8s.ns": "",
     "io.l5d.k8s.istio": "",
@@ -61,6 +61,20 @@ class TransformingNamer:
     def add_listener(self, callback: Callable[[], None]) -> Closable:
         return self.underlying.add_listener(callback)
 
+    def start(self, loop=None) -> None:
+        self.underlying.start(loop)
+        for t in self.transformers:  # the daemonset transformer runs its own watch
+            start = getattr(t, "start", None)
+            if start is not None:
+                start(loop)
+
+    def close(self) -> None:
+        self.underlying.close()
+        for t in self.transformers:
+            close = getattr(t, "close", None)
+            if close is not None:
+                close()
+
     def __getattr__(self, name: str):
         # start/close/load_now/names/state of the wrapped namer
         return getattr(self.underlying, name)
@@ -90,7 +104,8 @@ def _prefix(kind: str, params: Mapping[str, Any], default: Path) -> Path:
 
 def build_namer(kind: str, params: Mapping[str, Any] | None = None) -> Any:
     """A namer from its config entry. ``io.l5d.fs`` is scanned once before returning,
-    so the first request never sees it pending; call ``start(loop)`` to keep watching."""
+    so the first request never sees it pending; call ``start(loop)`` to keep watching.
+    ``io.l5d.k8s`` does no I/O until ``start(loop)``; it answers pending until then."""
     params = dict(params or {})
     if kind in _UNSUPPORTED_KINDS:
         why = _UNSUPPORTED_KINDS[kind]
@@ -107,6 +122,8 @@ def build_namer(kind: str, params: Mapping[str, Any] | None = None) -> Any:
             raise ValueError(f"{kind}: rootDir {root} is not a directory")
         namer: Any = FsNamer(root, _prefix(kind, params, Path.utf8("io.l5d.fs")))
         namer.load_now()
+    elif kind == "io.l5d.k8s":
+        namer = _build_k8s(kind, params)
     else:
         raise ValueError(f"unknown namer kind: {kind}")
     transformers = params.get("transformers") or ()
@@ -120,4 +137,23 @@ def build_namer(kind: str, params: Mapping[str, Any] | None = None) -> Any:
     return namer
 
 
-__all__ = ["FsNamer", "TransformingNamer", "build_namer"]
+def _build_k8s(kind: str, params: Mapping[str, Any]) -> K8sNamer:
+    for key in params:
+        if key not in _COMMON_KEYS | {"host", "port", "labelSelector"}:
+            raise ValueError(f"{kind}: unknown key '{key}'")
+    host = params.get("host")
+    host = "localhost" if host is None else str(host)
+    if not host:
+        raise ValueError(f"{kind}: host must not be empty")
+    port = params.get("port", 8001)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
+        raise ValueError(f"{kind}: port must be an integer in 1..65535, got {port!r}")
+    selector = params.get("labelSelector")
+    if selector is not None:
+        selector = str(selector)
+        if not selector or "=" in selector or "," in selector:
+            raise ValueError(f"{kind}: labelSelector is the name of one label, got {selector!r}")
+    return K8sNamer(host, port, _prefix(kind, params, Path.utf8("io.l5d.k8s")), selector)
+
+
+__all__ = ["FsNamer", "K8sNamer", "TransformingNamer", "build_namer"]

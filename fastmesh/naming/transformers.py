@@ -10,7 +10,7 @@ Kinds: ``io.l5d.port {port}`` (replace every port), ``io.l5d.localhost`` and
 ``io.l5d.specificHost {host}`` (keep only addresses of this host / of ``host``),
 ``io.l5d.replace {path}`` (every bound leaf becomes ``path``'s binding, Neg stays Neg),
 ``io.l5d.const {path}`` (always ``path``'s binding). ``io.l5d.k8s.daemonset`` and
-``io.l5d.k8s.localnode`` are not supported yet and say so.
+``io.l5d.k8s.localnode`` live in :mod:`.k8s_transformers` (built from here).
 """
 
 from __future__ import annotations
@@ -236,19 +236,18 @@ def _prefix(kind: str, params: Mapping[str, Any], default: Path) -> Path:
     return transformer_prefix(default if value is None else _as_path(kind, "prefix", value))
 
 
-_NOT_SUPPORTED = {
-    "io.l5d.k8s.daemonset": "it needs the Kubernetes endpoints watch",
-    "io.l5d.k8s.localnode": "it needs the Kubernetes pod-IP filter wiring",
-}
-
 _KNOWN_ELSEWHERE = ("io.l5d.ec2Host",)
 
 
 def build_transformer(kind: str, params: Mapping[str, Any] | None = None) -> Transformer:
     """A transformer from its config entry (``kind`` plus its keys)."""
     params = dict(params or {})
-    if kind in _NOT_SUPPORTED:
-        raise NotSupportedError(f"{kind} is not supported yet ({_NOT_SUPPORTED[kind]})")
+    if kind == "io.l5d.k8s.daemonset":
+        from .k8s_transformers import build_daemonset
+        return build_daemonset(params)
+    if kind == "io.l5d.k8s.localnode":
+        from .k8s_transformers import build_localnode
+        return build_localnode(params)
     if kind in _KNOWN_ELSEWHERE:
         raise NotSupportedError(f"{kind} is not supported yet")
     if kind == "io.l5d.port":
